@@ -1,0 +1,81 @@
+//! Evaluator cost with 1,000 StorageClasses and StorageProfiles in the facts.
+//! `cargo bench --bench evaluate`; target ≤ 5 µs per NodePool (issue: evaluator core).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use live_migration_guard::evaluate::{evaluate_hostedcluster, evaluate_nodepool};
+use live_migration_guard::facts::Facts;
+use live_migration_guard::facts::load::{Object, parse_bytes};
+use std::hint::black_box;
+
+fn facts_with_classes(n: usize) -> Facts {
+    let mut b = Facts::builder();
+    let mut text = String::new();
+    for i in 0..n {
+        let (prov, set) = if i % 2 == 0 {
+            (
+                "openshift-storage.rbd.csi.ceph.com",
+                "[{accessModes: [ReadWriteMany], volumeMode: Block}, {accessModes: [ReadWriteOnce], volumeMode: Filesystem}]",
+            )
+        } else {
+            (
+                "ebs.csi.aws.com",
+                "[{accessModes: [ReadWriteOnce], volumeMode: Block}]",
+            )
+        };
+        let default = if i == n / 2 {
+            "\n  annotations: {storageclass.kubevirt.io/is-default-virt-class: \"true\"}"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "---\napiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: class-{i}{default}\nprovisioner: {prov}\n---\napiVersion: cdi.kubevirt.io/v1beta1\nkind: StorageProfile\nmetadata:\n  name: class-{i}\nstatus:\n  provisioner: {prov}\n  claimPropertySets: {set}\n"
+        ));
+    }
+    for l in parse_bytes(text.as_bytes(), "bench").expect("bench facts") {
+        match l.object {
+            Object::StorageClass(sc) => b.add_storage_class(&sc),
+            Object::StorageProfile(sp) => b.add_storage_profile(&sp),
+            _ => unreachable!(),
+        }
+    }
+    b.build()
+}
+
+fn object(yaml: &str) -> Object {
+    parse_bytes(yaml.as_bytes(), "bench")
+        .expect("bench object")
+        .remove(0)
+        .object
+}
+
+const NODEPOOL_DEFAULT: &str = include_str!("../tests/fixtures/nodepool-kubevirt-minimal.yaml");
+const NODEPOOL_RWO: &str = include_str!("../tests/fixtures/nodepool-kubevirt-rwo-root-volume.yaml");
+const HOSTEDCLUSTER: &str =
+    include_str!("../tests/fixtures/hostedcluster-kubevirt-manual-storage-mapping.yaml");
+
+fn bench(c: &mut Criterion) {
+    let facts = facts_with_classes(1000);
+    let Object::NodePool(default) = object(&NODEPOOL_DEFAULT.replace("replicas: 0", "replicas: 3")) else {
+        unreachable!()
+    };
+    let Object::NodePool(rwo) =
+        object(&NODEPOOL_RWO.replace("storageClass: gp3-csi", "storageClass: class-1"))
+    else {
+        unreachable!()
+    };
+    let Object::HostedCluster(hc) = object(HOSTEDCLUSTER) else {
+        unreachable!()
+    };
+    c.bench_function("nodepool/default-class-migratable", |b| {
+        b.iter(|| evaluate_nodepool(black_box(&default), black_box(&facts)))
+    });
+    c.bench_function("nodepool/rwo-not-migratable", |b| {
+        b.iter(|| evaluate_nodepool(black_box(&rwo), black_box(&facts)))
+    });
+    c.bench_function("hostedcluster/manual-mapping", |b| {
+        b.iter(|| evaluate_hostedcluster(black_box(&hc), black_box(&facts), &[]))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,292 @@
+//! HostedCluster rules: the infra storage classes the KubeVirt CSI driver provisions guest
+//! volumes on (domain §2.2, §2.3, §6). Guest PVCs are hot-plugged into the node VMs; an RWO
+//! guest PVC gets the infra class's first claim property set, and if that is not
+//! ReadWriteMany the node VM is `DisksNotLiveMigratable` while the volume is attached.
+
+use crate::facts::{ClassFacts, DefaultKind, Facts, InfraFacts};
+use crate::resources::hostedcluster::StorageDriverType;
+use crate::resources::meta::{annotation, display_name};
+use crate::resources::{HostedCluster, KUBEVIRT_PLATFORM, VM_JSONPATCH_ANNOTATION};
+
+use super::condition;
+use super::report::{Condition, Finding, Report, Verdict};
+use super::storage::{DISKS_NOT_LIVE_MIGRATABLE, join_sets};
+use super::vm;
+
+const DRIVER: &str = "spec.platform.kubevirt.storageDriver";
+
+/// Predicts whether guest volumes of `hc` will keep its nodes live migratable.
+/// `nodepools` are the names of this HostedCluster's NodePools with their verdicts, when
+/// known; they make up the NodePool list of the predicted condition (§2.4).
+pub fn evaluate(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict)]) -> Report {
+    let mut report = Report {
+        api_version: "hypershift.openshift.io/v1beta1",
+        kind: "HostedCluster",
+        namespace: hc.metadata.namespace.clone(),
+        name: display_name(&hc.metadata),
+        verdict: Verdict::NotApplicable,
+        condition: None,
+        findings: Vec::new(),
+    };
+    if hc.spec.platform.type_ != KUBEVIRT_PLATFORM {
+        return report;
+    }
+    let findings = &mut report.findings;
+    if let Some(value) = annotation(&hc.metadata, VM_JSONPATCH_ANNOTATION)
+        && let Err(e) = vm::parse_patch(value)
+    {
+        findings.push(Finding::blocking(
+            "InvalidKubevirtVMJSONPatch",
+            format!("metadata.annotations[{VM_JSONPATCH_ANNOTATION}]"),
+            format!("the {VM_JSONPATCH_ANNOTATION} annotation {e}; HyperShift applies it to every NodePool's VMs and cannot build their templates"),
+            "fix the JSON patch: an RFC 6902 array of operations".into(),
+        ));
+    }
+    let kubevirt = hc.spec.platform.kubevirt.clone().unwrap_or_default();
+    let none = Facts::none();
+    let infra = match &kubevirt.credentials {
+        None => facts,
+        Some(creds) => {
+            let ns = hc.metadata.namespace.as_deref().unwrap_or_default();
+            let name = hc.metadata.name.as_deref().unwrap_or_default();
+            match facts.infra(ns, name) {
+                Some(InfraFacts::Ready(f)) => f,
+                other => {
+                    let why = match other {
+                        Some(InfraFacts::Unavailable(why)) => why.clone(),
+                        _ => "no facts for that cluster were supplied".into(),
+                    };
+                    let secret = creds
+                        .infra_kube_config_secret
+                        .as_ref()
+                        .map(|s| s.name.as_str())
+                        .unwrap_or("<unset>");
+                    findings.push(Finding::undecided(
+                        "ExternalInfraFactsUnavailable",
+                        "spec.platform.kubevirt.credentials",
+                        format!("the VMs and their volumes live on an external infrastructure cluster (credentials Secret {ns}/{secret}), which the local facts do not describe: {why}"),
+                        format!("supply that cluster's StorageClasses and StorageProfiles (`--infra-facts {ns}/{name}=PATH`, or `--infra-credentials=read` on the server)"),
+                    ));
+                    &none
+                }
+            }
+        }
+    };
+
+    let driver_type = kubevirt
+        .storage_driver
+        .as_ref()
+        .and_then(|d| d.type_)
+        .unwrap_or(StorageDriverType::Default);
+    match driver_type {
+        // §2.2: no KubeVirt CSI in the guest, no hot-plugged infra volumes.
+        StorageDriverType::None => {}
+        StorageDriverType::Default => check_default_class(infra, findings),
+        StorageDriverType::Manual => {
+            let mappings = kubevirt
+                .storage_driver
+                .as_ref()
+                .and_then(|d| d.manual.as_ref())
+                .and_then(|m| m.storage_class_mapping.as_deref())
+                .unwrap_or_default();
+            for (i, m) in mappings.iter().enumerate() {
+                let field = format!("{DRIVER}.manual.storageClassMapping[{i}].infraStorageClassName");
+                check_mapping(
+                    infra,
+                    &m.infra_storage_class_name,
+                    &m.guest_storage_class_name,
+                    &field,
+                    findings,
+                );
+            }
+        }
+    }
+
+    report.verdict = Report::verdict_of(findings);
+    report.condition = hc_condition(report.verdict, findings, nodepools);
+    report
+}
+
+/// §2.2 `Default`: guest PVCs of `kubevirt-csi-infra-default` land on the infra default
+/// class (virt default, then Kubernetes default, §4.4).
+fn check_default_class(facts: &Facts, findings: &mut Vec<Finding>) {
+    let field = format!("{DRIVER}.type");
+    if !facts.storage_known() {
+        findings.push(no_facts(facts, &field, "the infrastructure default StorageClass"));
+        return;
+    }
+    let Some((class, kind)) = facts.virt_default_class() else {
+        findings.push(Finding::blocking(
+            "NoInfraDefaultStorageClass",
+            &field,
+            format!(
+                "storageDriver Default maps guest volumes to the infrastructure cluster's default class, but no class is annotated {}=true or {}=true; guest PVCs cannot be provisioned",
+                DefaultKind::Virt.annotation(),
+                DefaultKind::Kubernetes.annotation()
+            ),
+            default_fix(facts),
+        ));
+        return;
+    };
+    let what = format!(
+        "the infrastructure default class {} (annotated {}=true)",
+        class.name,
+        kind.annotation()
+    );
+    judge_class(
+        class,
+        &what,
+        "kubevirt-csi-infra-default",
+        &field,
+        &default_fix(facts),
+        findings,
+    );
+}
+
+/// §2.2 `Manual`: each mapping's infra class.
+fn check_mapping(facts: &Facts, infra: &str, guest: &str, field: &str, findings: &mut Vec<Finding>) {
+    if !facts.storage_known() {
+        findings.push(no_facts(facts, field, &format!("infra StorageClass {infra}")));
+        return;
+    }
+    let Some(class) = facts.class(infra) else {
+        findings.push(Finding::blocking(
+            "InfraStorageClassNotFound",
+            field,
+            format!("guest class {guest} maps to infra StorageClass {infra}, which does not exist on the infrastructure cluster; guest PVCs of {guest} cannot be provisioned (and storageClassMapping is immutable once created)"),
+            mapping_fix(facts),
+        ));
+        return;
+    };
+    judge_class(
+        class,
+        &format!("infra StorageClass {infra}"),
+        guest,
+        field,
+        &mapping_fix(facts),
+        findings,
+    );
+}
+
+/// An RWO guest PVC gets the class's first claim property set (§2.3, §4.3 rule 1).
+fn judge_class(
+    class: &ClassFacts,
+    what: &str,
+    guest: &str,
+    field: &str,
+    fix: &str,
+    findings: &mut Vec<Finding>,
+) {
+    use crate::facts::CapabilitySource as S;
+    match class.source {
+        S::Unknown => findings.push(Finding::undecided(
+            "UnknownProvisioner",
+            field,
+            format!("{what} uses provisioner {}, which has no StorageProfile claim property sets and is not in CDI's capability table; whether guest volumes get ReadWriteMany is unknown", class.provisioner),
+            format!("add spec.claimPropertySets to StorageProfile {}, or {fix}", class.name),
+        )),
+        S::ProfileEmpty => findings.push(Finding::blocking(
+            "NoClaimPropertySets",
+            field,
+            format!("{what} has a StorageProfile without claimPropertySets (unrecognized provisioner {}); RWO guest PVCs of {guest} fail with \"no accessMode specified in StorageProfile {}\"", class.provisioner, class.name),
+            format!("add spec.claimPropertySets to StorageProfile {}, or {fix}", class.name),
+        )),
+        S::Builtin | S::ProfileSpec | S::ProfileStatus => {
+            if class.source == S::Builtin {
+                findings.push(Finding::info(
+                    "BuiltinStorageCapabilities",
+                    field,
+                    format!("no CDI StorageProfile for class {}; used CDI's built-in capabilities for provisioner {}: [{}]", class.name, class.provisioner, join_sets(&class.sets)),
+                    "none needed; a StorageProfile with claimPropertySets overrides the table".into(),
+                ));
+            }
+            if !class.first_set_rwx {
+                findings.push(Finding::error(
+                    DISKS_NOT_LIVE_MIGRATABLE,
+                    field,
+                    format!(
+                        "guest PVCs of class {guest} are provisioned on {what}, whose first claim property set is [{}]: an RWO guest volume becomes a non-shared infra PVC, and every node VM it is attached to stops being live migratable",
+                        class.sets.first().map(ToString::to_string).unwrap_or_default()
+                    ),
+                    fix.to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+fn no_facts(facts: &Facts, field: &str, what: &str) -> Finding {
+    let why = facts
+        .unavailable_reason()
+        .map(|r| format!("the cluster facts are unusable ({r})"))
+        .unwrap_or_else(|| "no StorageClasses of the infrastructure cluster are known".to_owned());
+    Finding::undecided(
+        "StorageFactsMissing",
+        field,
+        format!("{why}, so whether {what} offers ReadWriteMany cannot be decided"),
+        "supply the infrastructure cluster's StorageClasses and StorageProfiles (`--facts`), or run against the cluster".into(),
+    )
+}
+
+fn rwx_class(facts: &Facts) -> String {
+    match facts.rwx_suggestions() {
+        [] => {
+            "a class whose StorageProfile lists ReadWriteMany first (e.g. Ceph RBD, CephFS, NFS)".to_owned()
+        }
+        s => format!("an RWX-capable class such as {}", s.join(" or ")),
+    }
+}
+
+/// Fix for a `Manual` mapping entry.
+fn mapping_fix(facts: &Facts) -> String {
+    format!(
+        "map to {} instead; storageClassMapping is immutable, so decide before creating the HostedCluster",
+        rwx_class(facts)
+    )
+}
+
+/// Fix for `Default`: map explicitly, or make an RWX class the virt default.
+fn default_fix(facts: &Facts) -> String {
+    format!(
+        "use storageDriver.type Manual mapping to {} (immutable once set), or annotate an RWX-capable infra class {}=true",
+        rwx_class(facts),
+        DefaultKind::Virt.annotation()
+    )
+}
+
+/// §2.4: `True` unless a NodePool of this cluster is not migratable; we also predict
+/// `False` when the storage mapping would make any node with an attached volume so.
+fn hc_condition(
+    verdict: Verdict,
+    findings: &[Finding],
+    nodepools: &[(String, Verdict)],
+) -> Option<Condition> {
+    let mut bad: Vec<&str> = nodepools
+        .iter()
+        .filter(|(_, v)| *v == Verdict::NotMigratable)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let storage_errors = findings.iter().any(|f| f.reason == DISKS_NOT_LIVE_MIGRATABLE);
+    if storage_errors {
+        bad = nodepools.iter().map(|(n, _)| n.as_str()).collect();
+    }
+    bad.sort_unstable();
+    bad.dedup();
+    match verdict {
+        Verdict::NotApplicable => None,
+        _ if !bad.is_empty() => Some(condition::hostedcluster_not_migratable(&bad.join(", "))),
+        Verdict::NotMigratable if storage_errors => Some(condition::hostedcluster_not_migratable(
+            "(every NodePool whose nodes attach a guest volume of an affected storage class)",
+        )),
+        Verdict::Unknown => Some(Condition::unknown(
+            findings
+                .iter()
+                .filter(|f| f.effect == super::report::Effect::Undecided)
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        Verdict::NotMigratable => None,
+        Verdict::Migratable => Some(Condition::all_is_well()),
+    }
+}

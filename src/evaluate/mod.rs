@@ -1,0 +1,35 @@
+//! The evaluator: pure rules, no I/O. Given a NodePool or HostedCluster and the facts
+//! about the cluster that runs the VMs, predict live-migratability the way KubeVirt, CDI and
+//! HyperShift would decide it (`../shared/docs/domain.md`; each rule cites its section).
+//!
+//! Pipeline for a NodePool: render the VM HyperShift would create ([`vm`], §1.3) → apply
+//! the JSON-patch annotations → resolve each DataVolume's class and CDI-rendered modes
+//! ([`storage`], §4) → judge with KubeVirt's rules ([`judge`], §3) → predict the condition
+//! ([`condition`], §1.5).
+
+pub mod batch;
+pub mod capabilities;
+pub mod condition;
+pub mod hostedcluster;
+pub mod judge;
+pub mod nodepool;
+pub mod report;
+pub mod storage;
+pub mod vm;
+
+pub use report::{Condition, Effect, Finding, Report, Reports, Severity, Verdict};
+
+use crate::facts::Facts;
+use crate::resources::{HostedCluster, NodePool};
+
+/// Predicts live-migratability of a NodePool's VMs, with its HostedCluster from the facts.
+pub fn evaluate_nodepool(np: &NodePool, facts: &Facts) -> Report {
+    let namespace = np.metadata.namespace.as_deref().unwrap_or_default();
+    nodepool::evaluate(np, facts.hosted_cluster(namespace, &np.spec.cluster_name), facts)
+}
+
+/// Predicts whether a HostedCluster's guest storage keeps its nodes live migratable.
+/// `nodepools`: this cluster's NodePools (name, verdict), when known.
+pub fn evaluate_hostedcluster(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict)]) -> Report {
+    hostedcluster::evaluate(hc, facts, nodepools)
+}

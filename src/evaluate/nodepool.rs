@@ -1,0 +1,306 @@
+//! NodePool rules: render → patch → judge (domain §1, §3, §4, §6).
+
+use crate::facts::{Facts, InfraFacts};
+use crate::resources::meta::{annotation, display_name};
+use crate::resources::nodepool::KubevirtNodePoolPlatform;
+use crate::resources::{HostedCluster, KUBEVIRT_PLATFORM, NodePool, VM_JSONPATCH_ANNOTATION};
+
+use super::condition;
+use super::judge::{self, Fields, Judgement};
+use super::report::{Condition, Effect, Finding, Report, Verdict};
+use super::storage::RequestFields;
+use super::vm::{self, VmTemplate};
+
+const PLATFORM: &str = "spec.platform.kubevirt";
+const PERSISTENT: &str = "spec.platform.kubevirt.rootVolume.persistent";
+
+/// Predicts whether the VMs HyperShift creates for `np` will be live migratable.
+/// `hc` is the NodePool's HostedCluster when known (its JSON patch and credentials apply).
+pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Report {
+    let mut report = Report {
+        api_version: "hypershift.openshift.io/v1beta1",
+        kind: "NodePool",
+        namespace: np.metadata.namespace.clone(),
+        name: display_name(&np.metadata),
+        verdict: Verdict::NotApplicable,
+        condition: None,
+        findings: Vec::new(),
+    };
+    // §1.1: only the KubeVirt platform has these VMs.
+    if np.spec.platform.type_ != KUBEVIRT_PLATFORM {
+        return report;
+    }
+    let findings = &mut report.findings;
+    let Some(platform) = np.spec.platform.kubevirt.as_ref() else {
+        // §1.4: the controller fails with "nodepool.spec.platform.kubevirt is required"
+        // (the defaulting webhook that would fill it is off by default).
+        findings.push(Finding::blocking(
+            "KubevirtPlatformMissing",
+            PLATFORM,
+            "spec.platform.type is KubeVirt but spec.platform.kubevirt is missing; HyperShift fails with \"nodepool.spec.platform.kubevirt is required\" and creates no VMs".into(),
+            "add spec.platform.kubevirt with rootVolume.persistent (storageClass of an RWX-capable class)".into(),
+        ));
+        report.verdict = Report::verdict_of(findings);
+        return report;
+    };
+    validate_platform(platform, findings);
+
+    if hc.is_none() {
+        hosted_cluster_not_found(np, findings);
+    }
+    let none = Facts::none();
+    let infra = infra_facts(hc, facts, &none, findings);
+
+    let (tpl, fields) = render_and_patch(np, platform, hc, findings);
+    let judgement = judge::judge(&tpl, infra, &fields, findings);
+
+    report.verdict = Report::verdict_of(findings);
+    report.condition = predicted_condition(np, &report.name, report.verdict, &judgement, findings);
+    report
+}
+
+/// §1.4 runtime validation (`PlatformValidation`): errors stop the machine template.
+fn validate_platform(platform: &KubevirtNodePoolPlatform, findings: &mut Vec<Finding>) {
+    if let Some(rv) = &platform.root_volume {
+        if rv.type_.as_deref().is_some_and(|t| t != "Persistent") {
+            findings.push(Finding::blocking(
+                "UnsupportedRootVolumeType",
+                "spec.platform.kubevirt.rootVolume.type",
+                format!(
+                    "rootVolume.type {:?} is not supported; the only type is Persistent",
+                    rv.type_.as_deref().unwrap_or_default()
+                ),
+                "set spec.platform.kubevirt.rootVolume.type to Persistent".into(),
+            ));
+        } else if rv.persistent.is_none() {
+            findings.push(Finding::blocking(
+                "RootVolumePersistentMissing",
+                PERSISTENT,
+                "rootVolume.type is Persistent but rootVolume.persistent is missing; HyperShift fails with \"the kubevirt persistent storage field must be set when rootVolume.Type=Persistent\"".into(),
+                format!("add {PERSISTENT} with size and an RWX-capable storageClass"),
+            ));
+        }
+    }
+    if platform.attach_default_network == Some(false) && platform.additional_networks().is_empty() {
+        findings.push(Finding::blocking(
+            "DefaultNetworkRequired",
+            "spec.platform.kubevirt.attachDefaultNetwork",
+            "attachDefaultNetwork is false but there are no additionalNetworks; HyperShift fails with \"default network cannot be disabled when no additional networks are configured\"".into(),
+            "set spec.platform.kubevirt.attachDefaultNetwork to true, or add spec.platform.kubevirt.additionalNetworks".into(),
+        ));
+    }
+    for (i, dev) in platform.host_devices().iter().enumerate() {
+        if let Some(count) = dev.count.filter(|c| *c < 1) {
+            findings.push(Finding::blocking(
+                "InvalidHostDeviceCount",
+                format!("spec.platform.kubevirt.hostDevices[{i}].count"),
+                format!("host device count must be greater than or equal to 1. received: {count}"),
+                format!(
+                    "set spec.platform.kubevirt.hostDevices[{i}].count to 1 or more, or remove the device"
+                ),
+            ));
+        }
+    }
+}
+
+/// Notes that the NodePool's HostedCluster (same namespace, `spec.clusterName`, §1.1) is unknown.
+fn hosted_cluster_not_found(np: &NodePool, findings: &mut Vec<Finding>) {
+    let namespace = np.metadata.namespace.as_deref().unwrap_or_default();
+    let name = np.spec.cluster_name.as_str();
+    findings.push(Finding::info(
+        "HostedClusterNotFound",
+        "spec.clusterName",
+        format!(
+            "HostedCluster {namespace}/{name} is not among the facts; its {VM_JSONPATCH_ANNOTATION} annotation and infrastructure credentials were not considered"
+        ),
+        "supply the HostedCluster with the facts (or evaluate it together with the NodePool)".into(),
+    ));
+}
+
+/// The facts of the cluster the VMs run on: the local facts, or the external infra
+/// cluster's when the HostedCluster has `credentials` (§2.1, §2.5).
+fn infra_facts<'a>(
+    hc: Option<&HostedCluster>,
+    facts: &'a Facts,
+    none: &'a Facts,
+    findings: &mut Vec<Finding>,
+) -> &'a Facts {
+    let Some(hc) = hc else { return facts };
+    let Some(creds) = hc
+        .spec
+        .platform
+        .kubevirt
+        .as_ref()
+        .and_then(|k| k.credentials.as_ref())
+    else {
+        return facts;
+    };
+    let ns = hc.metadata.namespace.as_deref().unwrap_or_default();
+    let name = hc.metadata.name.as_deref().unwrap_or_default();
+    let why = match facts.infra(ns, name) {
+        Some(InfraFacts::Ready(f)) => return f,
+        Some(InfraFacts::Unavailable(why)) => why.clone(),
+        None => "no facts for that cluster were supplied".to_owned(),
+    };
+    let secret = creds
+        .infra_kube_config_secret
+        .as_ref()
+        .map(|s| s.name.as_str())
+        .unwrap_or("<unset>");
+    findings.push(Finding::undecided(
+        "ExternalInfraFactsUnavailable",
+        "spec.clusterName",
+        format!(
+            "HostedCluster {ns}/{name} runs its VMs on an external infrastructure cluster (credentials Secret {ns}/{secret}, namespace {}), which the local facts do not describe: {why}",
+            creds.infra_namespace
+        ),
+        format!(
+            "supply that cluster's StorageClasses and StorageProfiles (`--infra-facts {ns}/{name}=PATH`, or `--infra-credentials=read` on the server)"
+        ),
+    ));
+    none
+}
+
+/// Renders the template (§1.3), applies the HostedCluster's then the NodePool's JSON
+/// patch, and works out which field to point at for each aspect of the VM.
+fn render_and_patch(
+    np: &NodePool,
+    platform: &KubevirtNodePoolPlatform,
+    hc: Option<&HostedCluster>,
+    findings: &mut Vec<Finding>,
+) -> (VmTemplate, Fields) {
+    let np_patch_field = format!("metadata.annotations[{VM_JSONPATCH_ANNOTATION}]");
+    let mut fields = Fields {
+        root: RequestFields {
+            volume: "the root volume".into(),
+            dv_name: vm::ROOT_DISK.into(),
+            access_modes: format!("{PERSISTENT}.accessModes"),
+            storage_class: format!("{PERSISTENT}.storageClass"),
+            volume_mode: format!("{PERSISTENT}.volumeMode"),
+        },
+        patched_volumes: np_patch_field.clone(),
+        host_devices: "spec.platform.kubevirt.hostDevices".into(),
+        network: "spec.platform.kubevirt.attachDefaultNetwork".into(),
+        cpu: np_patch_field.clone(),
+    };
+    let tpl = VmTemplate::render(platform);
+
+    let hc_patch = hc.and_then(|hc| {
+        let value = annotation(&hc.metadata, VM_JSONPATCH_ANNOTATION)?;
+        let field = format!(
+            "HostedCluster {}/{} metadata.annotations[{VM_JSONPATCH_ANNOTATION}]",
+            hc.metadata.namespace.as_deref().unwrap_or_default(),
+            hc.metadata.name.as_deref().unwrap_or_default()
+        );
+        Some((value, field))
+    });
+    let np_patch = annotation(&np.metadata, VM_JSONPATCH_ANNOTATION).map(|v| (v, np_patch_field));
+    if hc_patch.is_none() && np_patch.is_none() {
+        return (tpl, fields);
+    }
+
+    let mut current = tpl;
+    for (value, field) in [hc_patch, np_patch].into_iter().flatten() {
+        let patched = vm::parse_patch(value).and_then(|p| vm::apply_patches(&current, &[&p]));
+        match patched {
+            Ok(next) => {
+                attribute_changes(&current, &next, &field, &mut fields);
+                current = next;
+            }
+            Err(e) => findings.push(Finding::blocking(
+                "InvalidKubevirtVMJSONPatch",
+                &field,
+                format!("the {VM_JSONPATCH_ANNOTATION} annotation {e}; HyperShift cannot build the VM template, so no VMs are created (the rest of this report judges the VM without this patch)"),
+                "fix the JSON patch: an RFC 6902 array whose paths are relative to the VirtualMachine template (e.g. /spec/template/spec/domain/...)".into(),
+            )),
+        }
+    }
+    (current, fields)
+}
+
+/// Points each aspect that a patch changed at the patch's annotation.
+fn attribute_changes(before: &VmTemplate, after: &VmTemplate, field: &str, fields: &mut Fields) {
+    fn vmi(t: &VmTemplate) -> &super::vm::VmiSpec {
+        &t.spec.template.spec
+    }
+    if before.root_data_volume() != after.root_data_volume() {
+        fields.root.access_modes = field.to_owned();
+        fields.root.storage_class = field.to_owned();
+        fields.root.volume_mode = field.to_owned();
+    }
+    if before.spec.data_volume_templates != after.spec.data_volume_templates
+        || vmi(before).volumes != vmi(after).volumes
+    {
+        fields.patched_volumes = field.to_owned();
+    }
+    let devices = |t: &VmTemplate| {
+        (
+            vmi(t).domain.devices.host_devices.clone(),
+            vmi(t).domain.devices.gpus.clone(),
+        )
+    };
+    if devices(before) != devices(after) {
+        fields.host_devices = field.to_owned();
+    }
+    let network = |t: &VmTemplate| {
+        (
+            vmi(t).domain.devices.interfaces.clone(),
+            vmi(t).networks.clone(),
+            t.spec.template.metadata.annotations.clone(),
+        )
+    };
+    if network(before) != network(after) {
+        fields.network = field.to_owned();
+    }
+    if vmi(before).domain.cpu != vmi(after).domain.cpu {
+        fields.cpu = field.to_owned();
+    }
+}
+
+/// The condition HyperShift would set once the machines exist (§1.5).
+fn predicted_condition(
+    np: &NodePool,
+    name: &str,
+    verdict: Verdict,
+    judgement: &Judgement,
+    findings: &mut Vec<Finding>,
+) -> Option<Condition> {
+    let machines = np
+        .spec
+        .replicas
+        .or_else(|| np.spec.auto_scaling.as_ref().and_then(|a| a.min))
+        .unwrap_or(0)
+        .max(0) as u64;
+    if machines == 0 {
+        findings.push(Finding::info(
+            "NoMachines",
+            "spec.replicas",
+            "the NodePool has no machines: HyperShift sets no KubeVirtNodesLiveMigratable condition until it has; the verdict applies to the machines it creates when scaled up".into(),
+            "none needed".into(),
+        ));
+        return None;
+    }
+    if judgement.blocked || findings.iter().any(|f| f.effect == Effect::BlocksProvisioning) {
+        // The VMs never run, so no VMI reports LiveMigratable.
+        return None;
+    }
+    match verdict {
+        Verdict::Migratable => Some(Condition::all_is_well()),
+        Verdict::NotMigratable => judgement
+            .failed
+            .first()
+            .map(|check| condition::nodepool_not_migratable(name, machines, check)),
+        Verdict::Unknown => {
+            let why: Vec<&str> = findings
+                .iter()
+                .filter(|f| f.effect == Effect::Undecided)
+                .map(|f| f.message.as_str())
+                .collect();
+            Some(Condition::unknown(format!(
+                "cannot be predicted: {}",
+                why.join("; ")
+            )))
+        }
+        Verdict::NotApplicable => None,
+    }
+}

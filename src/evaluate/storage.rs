@@ -1,0 +1,401 @@
+//! Storage: which class a DataVolume lands on (domain §4.4), which access and volume modes
+//! CDI renders for it (§4.3), and whether the resulting PVC is shared (§3.3).
+
+use crate::facts::{CapabilitySource, ClassFacts, DefaultKind, Facts};
+use crate::resources::{AccessMode, ClaimPropertySet, VolumeMode};
+
+use super::report::Finding;
+use super::vm::StorageRequest;
+
+/// KubeVirt's disk reason (domain §3.2).
+pub const DISKS_NOT_LIVE_MIGRATABLE: &str = "DisksNotLiveMigratable";
+
+/// Which DataVolume API the request uses (domain §1.3: HyperShift uses `storage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Storage,
+    Pvc,
+}
+
+/// The field paths a user edits for each part of a storage request, and the words to
+/// name the volume in messages.
+#[derive(Clone, Debug)]
+pub struct RequestFields {
+    /// How messages name the volume, e.g. "the root volume".
+    pub volume: String,
+    /// The DataVolume template name; CAPK names each machine's PVC `<machine>-<dv_name>`.
+    pub dv_name: String,
+    pub access_modes: String,
+    pub storage_class: String,
+    pub volume_mode: String,
+}
+
+/// What the judge concluded about one disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskOutcome {
+    /// The PVC will be ReadWriteMany.
+    Shared,
+    /// The PVC will exist but is not ReadWriteMany: `DisksNotLiveMigratable`.
+    NotShared,
+    /// The PVC cannot be created or provisioned.
+    Blocked,
+    /// The facts do not decide.
+    Undecided,
+}
+
+/// How the class was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chosen {
+    Explicit,
+    Default(DefaultKind),
+}
+
+/// Judges one DataVolume request against the facts, appending findings.
+pub fn judge_request(
+    req: &StorageRequest,
+    api: Api,
+    facts: &Facts,
+    fields: &RequestFields,
+    findings: &mut Vec<Finding>,
+) -> DiskOutcome {
+    let vol = &fields.volume;
+    // §1.2 quirk: `ReadOnly` passes the NodePool CRD but is not a Kubernetes access mode,
+    // so the PVC (and the VM) is never created.
+    if req.access_modes.contains(&AccessMode::ReadOnly) {
+        findings.push(Finding::blocking(
+            "InvalidAccessMode",
+            &fields.access_modes,
+            format!("{vol} requests access mode ReadOnly, which the NodePool API accepts but Kubernetes does not (it has ReadOnlyMany); the PVC would be rejected and no VM created"),
+            format!("set {} to [ReadWriteMany]", in_fix(&fields.access_modes, "accessModes")),
+        ));
+        return DiskOutcome::Blocked;
+    }
+    if api == Api::Pvc && req.access_modes.is_empty() {
+        findings.push(Finding::blocking(
+            "MissingAccessModes",
+            &fields.access_modes,
+            format!("{vol} uses the DataVolume `pvc` API without accessModes; the PVC is invalid"),
+            format!(
+                "set {} to [ReadWriteMany]",
+                in_fix(&fields.access_modes, "accessModes")
+            ),
+        ));
+        return DiskOutcome::Blocked;
+    }
+
+    // §4.3 rules 3 and 4: explicit access modes are used as given, whatever the class offers.
+    let explicit = !req.access_modes.is_empty();
+    let explicit_rwx = req.access_modes.contains(&AccessMode::ReadWriteMany);
+    let mut outcome = None;
+    if explicit && !explicit_rwx {
+        findings.push(not_shared(
+            fields,
+            facts,
+            format!(
+                "{vol} requests access modes [{}]; KubeVirt live migrates a VM only when every PVC is ReadWriteMany, so each machine's PVC <machine>-{} will report \"is not shared\"",
+                join(&req.access_modes),
+                fields.dv_name,
+            ),
+            &fields.access_modes,
+        ));
+        outcome = Some(DiskOutcome::NotShared);
+    }
+
+    // §4.4: resolve the class. Without facts, an explicit non-RWX request is already decided.
+    if outcome.is_some() && !facts.storage_known() {
+        return DiskOutcome::NotShared;
+    }
+    let (class, chosen) = match resolve_class(req, api, facts, fields, findings) {
+        Ok(found) => found,
+        Err(o) => return worst(outcome, o),
+    };
+    let via = match chosen {
+        Chosen::Explicit => format!("StorageClass {}", class.name),
+        Chosen::Default(kind) => format!(
+            "default StorageClass {} (annotated {}=true)",
+            class.name,
+            kind.annotation()
+        ),
+    };
+    if class.source == CapabilitySource::Builtin {
+        findings.push(Finding::info(
+            "BuiltinStorageCapabilities",
+            &fields.storage_class,
+            format!(
+                "no CDI StorageProfile for class {}{}; used CDI's built-in capabilities for provisioner {}: [{}]",
+                class.name,
+                if facts.profiles_known() { " (not reconciled yet?)" } else { " (StorageProfiles were not among the facts)" },
+                class.provisioner,
+                join_sets(&class.sets),
+            ),
+            "none needed; a StorageProfile with claimPropertySets overrides the table".into(),
+        ));
+    }
+
+    // §4.3: render the effective modes.
+    let sets = &class.sets;
+    let effective: Vec<AccessMode> = if api == Api::Pvc || explicit {
+        if !sets.is_empty()
+            && !sets
+                .iter()
+                .any(|s| satisfies(s, &req.access_modes, req.volume_mode))
+        {
+            findings.push(Finding::blocking(
+                "AccessModesNotSupported",
+                &fields.access_modes,
+                format!(
+                    "{vol} requests [{}]{} on {via}, which offers only [{}]; the PVC cannot be provisioned",
+                    join(&req.access_modes),
+                    req.volume_mode.map(|m| format!(" {m}")).unwrap_or_default(),
+                    join_sets(sets),
+                ),
+                rwx_fix(fields, facts),
+            ));
+            return DiskOutcome::Blocked;
+        }
+        if sets.is_empty() && explicit_rwx {
+            findings.push(unknown_capabilities(class, &via, fields, facts));
+            return worst(outcome, DiskOutcome::Undecided);
+        }
+        req.access_modes.clone()
+    } else if let Some(mode) = req.volume_mode {
+        // Rule 2: access modes of the first set with that volume mode.
+        match sets.iter().find(|s| s.volume_mode == Some(mode)) {
+            Some(s) => s.access_modes.clone(),
+            None if class.source == CapabilitySource::Unknown => {
+                findings.push(unknown_capabilities(class, &via, fields, facts));
+                return DiskOutcome::Undecided;
+            }
+            None => {
+                findings.push(Finding::blocking(
+                    "NoMatchingAccessMode",
+                    &fields.volume_mode,
+                    format!(
+                        "{vol} requests volumeMode {mode} without accessModes, and the StorageProfile of {via} has no claim property set with volumeMode {mode} (CDI: \"no matching accessMode specified in StorageProfile {}\")",
+                        class.name
+                    ),
+                    format!("remove {} or pick a class that offers {mode}; for live migration use a class with ReadWriteMany", in_fix(&fields.volume_mode, "volumeMode")),
+                ));
+                return DiskOutcome::Blocked;
+            }
+        }
+    } else {
+        // Rule 1: the first claim property set.
+        match sets.first() {
+            Some(s) => s.access_modes.clone(),
+            None if class.source == CapabilitySource::ProfileEmpty => {
+                findings.push(Finding::blocking(
+                    "NoClaimPropertySets",
+                    &fields.storage_class,
+                    format!(
+                        "{vol} requests no access modes and the StorageProfile {} has no claimPropertySets (unrecognized provisioner {}); CDI fails with \"no accessMode specified in StorageProfile {}\" and the disk is never created",
+                        class.name, class.provisioner, class.name
+                    ),
+                    format!(
+                        "add spec.claimPropertySets (e.g. [{{accessModes: [ReadWriteMany], volumeMode: Block}}] if the storage supports it) to StorageProfile {}, or {}",
+                        class.name,
+                        rwx_fix(fields, facts)
+                    ),
+                ));
+                return DiskOutcome::Blocked;
+            }
+            None => {
+                findings.push(unknown_capabilities(class, &via, fields, facts));
+                return DiskOutcome::Undecided;
+            }
+        }
+    };
+
+    if let Some(o) = outcome {
+        return o;
+    }
+    if effective.contains(&AccessMode::ReadWriteMany) {
+        return DiskOutcome::Shared;
+    }
+    let rendered = if explicit {
+        String::new()
+    } else {
+        let vm = req
+            .volume_mode
+            .or_else(|| sets.first().and_then(|s| s.volume_mode))
+            .map(|m| format!(" {m}"))
+            .unwrap_or_default();
+        format!(
+            " (CDI renders [{}]{vm} from the class's claim property sets)",
+            join(&effective)
+        )
+    };
+    findings.push(not_shared(
+        fields,
+        facts,
+        format!(
+            "{vol} lands on {via}{rendered}: its PVC will be [{}], not ReadWriteMany, so KubeVirt reports each machine's PVC <machine>-{} as not shared",
+            join(&effective),
+            fields.dv_name,
+        ),
+        &fields.storage_class,
+    ));
+    DiskOutcome::NotShared
+}
+
+/// §4.4: explicit class, else the virt default, else the Kubernetes default (the `pvc`
+/// API only gets the Kubernetes default).
+fn resolve_class<'f>(
+    req: &StorageRequest,
+    api: Api,
+    facts: &'f Facts,
+    fields: &RequestFields,
+    findings: &mut Vec<Finding>,
+) -> Result<(&'f ClassFacts, Chosen), DiskOutcome> {
+    let vol = &fields.volume;
+    if let Some(name) = req.storage_class_name.as_deref() {
+        if name.is_empty() {
+            // §4.4: "" only matches pre-existing PVs; invalid for dynamic provisioning.
+            findings.push(Finding::blocking(
+                "EmptyStorageClassName",
+                &fields.storage_class,
+                format!("{vol} sets an empty storage class name, which only binds pre-existing PersistentVolumes; CDI cannot provision the disk"),
+                format!("remove {} to use the default class, or set it to an RWX-capable class", in_fix(&fields.storage_class, "storageClassName")),
+            ));
+            return Err(DiskOutcome::Blocked);
+        }
+        if !facts.storage_known() {
+            findings.push(no_facts(
+                facts,
+                fields,
+                format!("whether StorageClass {name} offers ReadWriteMany"),
+            ));
+            return Err(DiskOutcome::Undecided);
+        }
+        return match facts.class(name) {
+            Some(c) => Ok((c, Chosen::Explicit)),
+            None => {
+                findings.push(Finding::blocking(
+                    "StorageClassNotFound",
+                    &fields.storage_class,
+                    format!("{vol} uses StorageClass {name}, which does not exist on the infrastructure cluster; the disk cannot be provisioned"),
+                    rwx_fix(fields, facts),
+                ));
+                Err(DiskOutcome::Blocked)
+            }
+        };
+    }
+    if !facts.storage_known() {
+        findings.push(no_facts(
+            facts,
+            fields,
+            "which default StorageClass the disk lands on".into(),
+        ));
+        return Err(DiskOutcome::Undecided);
+    }
+    let default = match api {
+        Api::Storage => facts.virt_default_class(),
+        Api::Pvc => facts.k8s_default_class().map(|c| (c, DefaultKind::Kubernetes)),
+    };
+    match default {
+        Some((c, kind)) => Ok((c, Chosen::Default(kind))),
+        None if !req.access_modes.is_empty() => {
+            // §4.3 rule 5: only a matching pre-existing PV could bind.
+            findings.push(Finding::undecided(
+                "NoDefaultStorageClass",
+                &fields.storage_class,
+                format!("{vol} names no storage class and the infrastructure cluster has no default class; only a matching pre-existing PersistentVolume could bind"),
+                rwx_fix(fields, facts),
+            ));
+            Err(DiskOutcome::Undecided)
+        }
+        None => {
+            findings.push(Finding::blocking(
+                "NoDefaultStorageClass",
+                &fields.storage_class,
+                format!(
+                    "{vol} names no storage class and no class is annotated {}=true or {}=true; CDI fails with ErrStorageClassNotFound and the disk is never created",
+                    DefaultKind::Virt.annotation(),
+                    DefaultKind::Kubernetes.annotation()
+                ),
+                rwx_fix(fields, facts),
+            ));
+            Err(DiskOutcome::Blocked)
+        }
+    }
+}
+
+/// Whether a claim property set provides every requested access mode (and the volume mode).
+fn satisfies(set: &ClaimPropertySet, access: &[AccessMode], volume_mode: Option<VolumeMode>) -> bool {
+    access.iter().all(|m| set.access_modes.contains(m))
+        && volume_mode.is_none_or(|vm| set.volume_mode == Some(vm))
+}
+
+fn worst(a: Option<DiskOutcome>, b: DiskOutcome) -> DiskOutcome {
+    match (a, b) {
+        (_, DiskOutcome::Blocked) => DiskOutcome::Blocked,
+        (Some(a), _) => a,
+        (None, b) => b,
+    }
+}
+
+fn not_shared(fields: &RequestFields, facts: &Facts, message: String, field: &str) -> Finding {
+    Finding::error(DISKS_NOT_LIVE_MIGRATABLE, field, message, rwx_fix(fields, facts))
+}
+
+fn unknown_capabilities(class: &ClassFacts, via: &str, fields: &RequestFields, facts: &Facts) -> Finding {
+    Finding::undecided(
+        "UnknownProvisioner",
+        &fields.storage_class,
+        format!(
+            "{} lands on {via} with provisioner {}, which has no StorageProfile claim property sets and is not in CDI's capability table; whether it offers ReadWriteMany is unknown",
+            fields.volume, class.provisioner
+        ),
+        format!(
+            "add spec.claimPropertySets listing the modes the storage supports to StorageProfile {}, or {}",
+            class.name,
+            rwx_fix(fields, facts)
+        ),
+    )
+}
+
+fn no_facts(facts: &Facts, fields: &RequestFields, question: String) -> Finding {
+    let why = facts
+        .unavailable_reason()
+        .map(|r| format!("the cluster facts are unusable ({r})"))
+        .unwrap_or_else(|| "no StorageClasses of the infrastructure cluster are known".to_owned());
+    Finding::undecided(
+        "StorageFactsMissing",
+        &fields.storage_class,
+        format!("{why}, so {question} cannot be decided for {}", fields.volume),
+        "supply the infrastructure cluster's StorageClasses and StorageProfiles (`--facts`), or run against the cluster".into(),
+    )
+}
+
+/// A fix that names an RWX-capable class from the facts when one exists.
+pub fn rwx_fix(fields: &RequestFields, facts: &Facts) -> String {
+    let target = match facts.rwx_suggestions() {
+        [] => "a class whose StorageProfile offers ReadWriteMany (e.g. Ceph RBD, CephFS, NFS)".to_owned(),
+        many => format!("an RWX-capable class such as {}", many.join(" or ")),
+    };
+    format!(
+        "set {} to {target} and drop {} (or set [ReadWriteMany])",
+        in_fix(&fields.storage_class, "storageClassName"),
+        in_fix(&fields.access_modes, "accessModes")
+    )
+}
+
+/// How a fix names a field: relative to `spec.platform.kubevirt` for NodePool fields (the
+/// finding's `field` has the full path), or the patch's own field for JSON-patched ones.
+pub fn in_fix(field: &str, patched_leaf: &str) -> String {
+    match field.strip_prefix("spec.platform.kubevirt.") {
+        Some(rel) => rel.to_owned(),
+        None => format!("{patched_leaf} in the JSON patch"),
+    }
+}
+
+pub fn join(modes: &[AccessMode]) -> String {
+    modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn join_sets(sets: &[ClaimPropertySet]) -> String {
+    sets.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,413 @@
+//! The facts snapshot: an immutable, pre-indexed view of everything the rules read about
+//! the cluster that runs the VMs. Built once per change (from files or reflector caches),
+//! shared behind an `Arc`, read by every evaluation without locks or copies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::evaluate::capabilities::{self, Capability, NO_PROVISIONER};
+use crate::resources::{ClaimPropertySet, HostedCluster, KubeVirt, StorageProfile};
+
+/// `storageclass.kubevirt.io/is-default-virt-class` (domain §4.4).
+pub const ANN_DEFAULT_VIRT_CLASS: &str = "storageclass.kubevirt.io/is-default-virt-class";
+/// `storageclass.kubernetes.io/is-default-class` (domain §4.4).
+pub const ANN_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// Where a class's claim property sets come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapabilitySource {
+    /// The StorageProfile's `status.claimPropertySets` (what CDI uses, domain §4.2).
+    ProfileStatus,
+    /// The StorageProfile's `spec.claimPropertySets`, not yet copied to status (§4.2 item 1).
+    ProfileSpec,
+    /// The StorageProfile exists but has no claimPropertySets: CDI does not know the
+    /// provisioner (§4.2 item 4). DataVolumes that request nothing cannot be rendered.
+    ProfileEmpty,
+    /// No StorageProfile: CDI's built-in table for the provisioner (§4.2 item 2).
+    Builtin,
+    /// No StorageProfile and CDI's table does not know the provisioner.
+    Unknown,
+}
+
+/// What the rules know about one StorageClass.
+#[derive(Clone, Debug)]
+pub struct ClassFacts {
+    pub name: String,
+    pub provisioner: String,
+    pub source: CapabilitySource,
+    /// Claim property sets in CDI's order (first = what a DataVolume gets by default).
+    pub sets: Vec<ClaimPropertySet>,
+    /// Whether `sets[0]` contains ReadWriteMany (what an RWO guest PVC or a root volume
+    /// that requests nothing ends up with, §2.3, §4.3).
+    pub first_set_rwx: bool,
+}
+
+impl ClassFacts {
+    /// True when the sets are known (profile or built-in table) and non-empty.
+    pub fn sets_known(&self) -> bool {
+        !self.sets.is_empty()
+    }
+}
+
+/// Facts about an external infrastructure cluster (HostedCluster `credentials`, domain §2.5).
+#[derive(Clone, Debug)]
+pub enum InfraFacts {
+    Ready(Arc<Facts>),
+    /// Why there are no facts (Secret missing, RBAC forbids, not synced yet…).
+    Unavailable(String),
+}
+
+/// Parsed `status.observedKubeVirtVersion` of the infra KubeVirt CR.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KubeVirtVersion {
+    #[default]
+    Unknown,
+    Known(semver::Version),
+    /// Present but not a version we can parse (kept for the message).
+    Unparsable(String),
+}
+
+impl KubeVirtVersion {
+    pub fn parse(raw: &str) -> Self {
+        let trimmed = raw.trim().trim_start_matches('v');
+        match semver::Version::parse(trimmed) {
+            Ok(v) => Self::Known(v),
+            Err(_) => Self::Unparsable(raw.to_owned()),
+        }
+    }
+
+    /// `Some(true)` if known and `>= major.minor.0`, `None` when unknown.
+    pub fn at_least(&self, major: u64, minor: u64) -> Option<bool> {
+        match self {
+            Self::Known(v) => Some(*v >= semver::Version::new(major, minor, 0)),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the evaluator may read about the cluster. Cheap to share (`Arc<Facts>`).
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    classes: HashMap<String, ClassFacts>,
+    virt_default: Option<String>,
+    k8s_default: Option<String>,
+    storage_known: bool,
+    profiles_known: bool,
+    kubevirt_version: KubeVirtVersion,
+    hosted_clusters: HashMap<(String, String), Arc<HostedCluster>>,
+    infra: HashMap<(String, String), InfraFacts>,
+    rwx_suggestions: Vec<String>,
+    unavailable: Option<String>,
+}
+
+impl Facts {
+    /// No facts at all: every rule that needs the cluster answers `Unknown`.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn builder() -> FactsBuilder {
+        FactsBuilder::default()
+    }
+
+    /// Whether StorageClasses are known (given as files or synced from the cluster)
+    /// and fresh enough to decide on.
+    pub fn storage_known(&self) -> bool {
+        self.storage_known && self.unavailable.is_none()
+    }
+
+    /// Whether CDI StorageProfiles were part of the facts (CDI installed).
+    pub fn profiles_known(&self) -> bool {
+        self.profiles_known
+    }
+
+    /// Why the facts cannot be used (e.g. stale past the bound), if so.
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    pub fn class(&self, name: &str) -> Option<&ClassFacts> {
+        self.classes.get(name)
+    }
+
+    pub fn class_count(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// The class CDI picks for a VM disk without `storageClassName`: the newest virt-default
+    /// class, else the newest Kubernetes default class (domain §4.4).
+    pub fn virt_default_class(&self) -> Option<(&ClassFacts, DefaultKind)> {
+        if let Some(c) = self.virt_default.as_deref().and_then(|n| self.classes.get(n)) {
+            return Some((c, DefaultKind::Virt));
+        }
+        self.k8s_default_class().map(|c| (c, DefaultKind::Kubernetes))
+    }
+
+    /// The Kubernetes default class (what a plain PVC without a class gets).
+    pub fn k8s_default_class(&self) -> Option<&ClassFacts> {
+        self.k8s_default.as_deref().and_then(|n| self.classes.get(n))
+    }
+
+    pub fn kubevirt_version(&self) -> &KubeVirtVersion {
+        &self.kubevirt_version
+    }
+
+    pub fn hosted_cluster(&self, namespace: &str, name: &str) -> Option<&HostedCluster> {
+        self.hosted_clusters
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(Arc::as_ref)
+    }
+
+    pub fn hosted_clusters(&self) -> impl Iterator<Item = &HostedCluster> {
+        self.hosted_clusters.values().map(Arc::as_ref)
+    }
+
+    /// Facts of the external infra cluster of HostedCluster `namespace/name`, if any were supplied.
+    pub fn infra(&self, namespace: &str, name: &str) -> Option<&InfraFacts> {
+        self.infra.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// Up to three classes whose first claim property set has ReadWriteMany (what a volume
+    /// that requests nothing gets), for fix suggestions; sorted by name.
+    pub fn rwx_suggestions(&self) -> &[String] {
+        &self.rwx_suggestions
+    }
+
+    /// A copy marked unusable: rules that need facts answer `Unknown` with `reason`
+    /// (used when the cached facts are older than the staleness bound).
+    pub fn mark_unavailable(&self, reason: String) -> Self {
+        Self {
+            unavailable: Some(reason),
+            ..self.clone()
+        }
+    }
+}
+
+/// How the class of a volume without `storageClassName` was chosen (domain §4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultKind {
+    Virt,
+    Kubernetes,
+}
+
+impl DefaultKind {
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Self::Virt => ANN_DEFAULT_VIRT_CLASS,
+            Self::Kubernetes => ANN_DEFAULT_CLASS,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct RawClass {
+    provisioner: String,
+    parameters: BTreeMap<String, String>,
+    created: Option<Timestamp>,
+    virt_default: bool,
+    k8s_default: bool,
+}
+
+/// Collects objects, then indexes them into a [`Facts`].
+#[derive(Default, Debug)]
+pub struct FactsBuilder {
+    classes: BTreeMap<String, RawClass>,
+    profiles: BTreeMap<String, StorageProfile>,
+    storage_known: bool,
+    profiles_known: bool,
+    kubevirt_versions: Vec<String>,
+    hosted_clusters: HashMap<(String, String), Arc<HostedCluster>>,
+    infra: HashMap<(String, String), InfraFacts>,
+}
+
+impl FactsBuilder {
+    /// Declares the StorageClass list known even if it is empty (a synced cache).
+    pub fn storage_classes_known(mut self) -> Self {
+        self.storage_known = true;
+        self
+    }
+
+    /// Declares the StorageProfile list known even if it is empty (CDI installed).
+    pub fn storage_profiles_known(mut self) -> Self {
+        self.profiles_known = true;
+        self
+    }
+
+    pub fn storage_class(mut self, sc: &StorageClass) -> Self {
+        self.add_storage_class(sc);
+        self
+    }
+
+    pub fn add_storage_class(&mut self, sc: &StorageClass) {
+        let Some(name) = sc.metadata.name.clone() else {
+            return;
+        };
+        let is_true = |key: &str| {
+            sc.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .is_some_and(|v| v == "true")
+        };
+        self.storage_known = true;
+        self.classes.insert(
+            name,
+            RawClass {
+                provisioner: sc.provisioner.clone(),
+                parameters: sc.parameters.clone().unwrap_or_default(),
+                created: sc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                virt_default: is_true(ANN_DEFAULT_VIRT_CLASS),
+                k8s_default: is_true(ANN_DEFAULT_CLASS),
+            },
+        );
+    }
+
+    pub fn storage_profile(mut self, sp: &StorageProfile) -> Self {
+        self.add_storage_profile(sp);
+        self
+    }
+
+    pub fn add_storage_profile(&mut self, sp: &StorageProfile) {
+        let Some(name) = sp.metadata.name.clone() else {
+            return;
+        };
+        self.profiles_known = true;
+        self.profiles.insert(name, sp.clone());
+    }
+
+    pub fn kubevirt(mut self, kv: &KubeVirt) -> Self {
+        self.add_kubevirt(kv);
+        self
+    }
+
+    pub fn add_kubevirt(&mut self, kv: &KubeVirt) {
+        if let Some(v) = kv
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_kube_virt_version.clone())
+        {
+            self.kubevirt_versions.push(v);
+        }
+    }
+
+    pub fn hosted_cluster(mut self, hc: HostedCluster) -> Self {
+        self.add_hosted_cluster(hc);
+        self
+    }
+
+    pub fn add_hosted_cluster(&mut self, hc: HostedCluster) {
+        let key = (
+            hc.metadata.namespace.clone().unwrap_or_default(),
+            hc.metadata.name.clone().unwrap_or_default(),
+        );
+        self.hosted_clusters.insert(key, Arc::new(hc));
+    }
+
+    pub fn infra(mut self, namespace: &str, name: &str, facts: InfraFacts) -> Self {
+        self.add_infra(namespace, name, facts);
+        self
+    }
+
+    pub fn add_infra(&mut self, namespace: &str, name: &str, facts: InfraFacts) {
+        self.infra.insert((namespace.to_owned(), name.to_owned()), facts);
+    }
+
+    pub fn build(self) -> Facts {
+        let mut classes = HashMap::with_capacity(self.classes.len());
+        for (name, raw) in &self.classes {
+            let (source, sets) = capabilities_of(raw, self.profiles.get(name));
+            let first_set_rwx = sets.first().is_some_and(ClaimPropertySet::has_rwx);
+            classes.insert(
+                name.clone(),
+                ClassFacts {
+                    name: name.clone(),
+                    provisioner: raw.provisioner.clone(),
+                    source,
+                    sets,
+                    first_set_rwx,
+                },
+            );
+        }
+        // Several defaults: newest creationTimestamp wins, ties by name ascending (§4.4).
+        let newest = |pick: fn(&RawClass) -> bool| {
+            self.classes
+                .iter()
+                .filter(|(_, c)| pick(c))
+                .max_by(|(an, a), (bn, b)| a.created.cmp(&b.created).then_with(|| bn.cmp(an)))
+                .map(|(n, _)| n.clone())
+        };
+        let mut rwx_suggestions: Vec<String> = classes
+            .values()
+            .filter(|c| c.first_set_rwx)
+            .map(|c| c.name.clone())
+            .collect();
+        rwx_suggestions.sort();
+        rwx_suggestions.truncate(3);
+        // Several KubeVirt CRs should not happen; take the lowest version (the conservative one).
+        let kubevirt_version = self
+            .kubevirt_versions
+            .iter()
+            .map(|v| KubeVirtVersion::parse(v))
+            .min_by(|a, b| match (a, b) {
+                (KubeVirtVersion::Known(a), KubeVirtVersion::Known(b)) => a.cmp(b),
+                (KubeVirtVersion::Known(_), _) => std::cmp::Ordering::Greater,
+                (_, KubeVirtVersion::Known(_)) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Equal,
+            })
+            .unwrap_or_default();
+        Facts {
+            virt_default: newest(|c| c.virt_default),
+            k8s_default: newest(|c| c.k8s_default),
+            classes,
+            storage_known: self.storage_known,
+            profiles_known: self.profiles_known,
+            kubevirt_version,
+            hosted_clusters: self.hosted_clusters,
+            infra: self.infra,
+            rwx_suggestions,
+            unavailable: None,
+        }
+    }
+}
+
+/// Claim property sets of one class, the way CDI would have them (domain §4.2).
+fn capabilities_of(
+    raw: &RawClass,
+    profile: Option<&StorageProfile>,
+) -> (CapabilitySource, Vec<ClaimPropertySet>) {
+    let non_empty = |v: Option<&Vec<ClaimPropertySet>>| v.filter(|v| !v.is_empty()).cloned();
+    if let Some(p) = profile {
+        if let Some(sets) = non_empty(p.status.as_ref().and_then(|s| s.claim_property_sets.as_ref())) {
+            return (CapabilitySource::ProfileStatus, sets);
+        }
+        if let Some(sets) = non_empty(p.spec.as_ref().and_then(|s| s.claim_property_sets.as_ref())) {
+            return (CapabilitySource::ProfileSpec, sets);
+        }
+        // Reconciled (status names the provisioner) but no sets: CDI does not know it.
+        if p.status
+            .as_ref()
+            .is_some_and(|s| s.provisioner.is_some() || s.storage_class.is_some())
+        {
+            return (CapabilitySource::ProfileEmpty, Vec::new());
+        }
+        // A profile without status has not been reconciled yet: fall through to the table.
+    }
+    if raw.provisioner == NO_PROVISIONER {
+        return (CapabilitySource::Unknown, Vec::new());
+    }
+    let key = capabilities::provisioner_key(&raw.provisioner, &raw.parameters);
+    match capabilities::capabilities(&key) {
+        Some(caps) => (CapabilitySource::Builtin, caps.iter().map(to_set).collect()),
+        None => (CapabilitySource::Unknown, Vec::new()),
+    }
+}
+
+fn to_set(&(access, volume): &Capability) -> ClaimPropertySet {
+    ClaimPropertySet {
+        access_modes: vec![access],
+        volume_mode: Some(volume),
+    }
+}

@@ -1,0 +1,8 @@
+//! live-migration-guard: predicts, at `kubectl apply` time, whether HyperShift's KubeVirt
+//! node VMs will be live migratable, and serves that prediction as a validating admission
+//! webhook, an HTTP endpoint and a CLI.
+
+pub mod cli;
+pub mod evaluate;
+pub mod facts;
+pub mod resources;

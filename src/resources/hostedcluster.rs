@@ -1,0 +1,86 @@
+//! `hypershift.openshift.io/v1beta1` HostedCluster — the fields the rules read (domain §2.1).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+use super::{HYPERSHIFT_GROUP, HYPERSHIFT_VERSION, impl_resource};
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct HostedCluster {
+    #[serde(default, deserialize_with = "super::meta::lean")]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: HostedClusterSpec,
+}
+
+impl_resource!(
+    HostedCluster,
+    k8s_openapi::NamespaceResourceScope,
+    group = HYPERSHIFT_GROUP,
+    version = HYPERSHIFT_VERSION,
+    kind = "HostedCluster",
+    plural = "hostedclusters"
+);
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct HostedClusterSpec {
+    pub platform: HostedClusterPlatform,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct HostedClusterPlatform {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub kubevirt: Option<KubevirtPlatformSpec>,
+}
+
+/// `spec.platform.kubevirt` (domain §2.1).
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubevirtPlatformSpec {
+    pub credentials: Option<KubevirtPlatformCredentials>,
+    pub storage_driver: Option<KubevirtStorageDriverSpec>,
+}
+
+/// External infrastructure cluster (domain §2.1, §2.5).
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubevirtPlatformCredentials {
+    pub infra_kube_config_secret: Option<KubeconfigSecretRef>,
+    #[serde(default)]
+    pub infra_namespace: String,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct KubeconfigSecretRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct KubevirtStorageDriverSpec {
+    /// `None`, `Default` or `Manual`; CRD default `Default`; nil driver is treated as `Default` (domain §2.1).
+    #[serde(rename = "type")]
+    pub type_: Option<StorageDriverType>,
+    pub manual: Option<KubevirtManualStorageDriverConfig>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageDriverType {
+    None,
+    Default,
+    Manual,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubevirtManualStorageDriverConfig {
+    pub storage_class_mapping: Option<Vec<KubevirtStorageClassMapping>>,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubevirtStorageClassMapping {
+    pub infra_storage_class_name: String,
+    pub guest_storage_class_name: String,
+}

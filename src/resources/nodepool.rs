@@ -1,0 +1,97 @@
+//! `hypershift.openshift.io/v1beta1` NodePool — the fields the rules read (domain §1.1, §1.2).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+use super::storage::{AccessMode, VolumeMode};
+use super::{HYPERSHIFT_GROUP, HYPERSHIFT_VERSION, impl_resource};
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct NodePool {
+    #[serde(default, deserialize_with = "super::meta::lean")]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: NodePoolSpec,
+}
+
+impl_resource!(
+    NodePool,
+    k8s_openapi::NamespaceResourceScope,
+    group = HYPERSHIFT_GROUP,
+    version = HYPERSHIFT_VERSION,
+    kind = "NodePool",
+    plural = "nodepools"
+);
+
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolSpec {
+    /// Name of the HostedCluster in the same namespace (domain §1.1).
+    #[serde(default)]
+    pub cluster_name: String,
+    pub replicas: Option<i32>,
+    pub auto_scaling: Option<NodePoolAutoScaling>,
+    pub platform: NodePoolPlatform,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct NodePoolAutoScaling {
+    pub min: Option<i32>,
+    pub max: Option<i32>,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct NodePoolPlatform {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub kubevirt: Option<KubevirtNodePoolPlatform>,
+}
+
+/// `spec.platform.kubevirt` (domain §1.2).
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubevirtNodePoolPlatform {
+    pub root_volume: Option<KubevirtRootVolume>,
+    /// Defaults to `true` (CRD default, domain §1.2).
+    pub attach_default_network: Option<bool>,
+    pub additional_networks: Option<Vec<KubevirtNetwork>>,
+    pub host_devices: Option<Vec<KubevirtHostDevice>>,
+}
+
+impl KubevirtNodePoolPlatform {
+    pub fn additional_networks(&self) -> &[KubevirtNetwork] {
+        self.additional_networks.as_deref().unwrap_or_default()
+    }
+    pub fn host_devices(&self) -> &[KubevirtHostDevice] {
+        self.host_devices.as_deref().unwrap_or_default()
+    }
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct KubevirtRootVolume {
+    /// Only `Persistent` exists; CRD default `Persistent` (domain §1.2).
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub persistent: Option<KubevirtPersistentVolume>,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubevirtPersistentVolume {
+    pub storage_class: Option<String>,
+    pub access_modes: Option<Vec<AccessMode>>,
+    pub volume_mode: Option<VolumeMode>,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct KubevirtNetwork {
+    pub name: String,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KubevirtHostDevice {
+    pub device_name: String,
+    /// CRD default 1, minimum 1 (domain §1.2).
+    pub count: Option<i64>,
+}

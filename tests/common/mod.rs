@@ -1,0 +1,143 @@
+//! Helpers shared by the integration tests: fixtures, facts and objects built from them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use live_migration_guard::facts::load::{self, Object};
+use live_migration_guard::facts::{self, Facts, FactsBuilder};
+use live_migration_guard::resources::{HostedCluster, NodePool};
+use serde_json::{Value, json};
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn fixture_text(name: &str) -> String {
+    std::fs::read_to_string(fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The first YAML document of a fixture as JSON.
+pub fn fixture_value(name: &str) -> Value {
+    load::split_documents(fixture_text(name).as_bytes(), name)
+        .expect("fixture parses")
+        .remove(0)
+}
+
+/// Sets JSON-pointer paths in a copy of `v` (null removes); non-objects on the way are
+/// replaced by objects.
+pub fn with(mut v: Value, edits: &[(&str, Value)]) -> Value {
+    for (ptr, val) in edits {
+        let parts: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
+        let (last, parents) = parts.split_last().expect("non-empty pointer");
+        let mut cur = &mut v;
+        for p in parents {
+            if !cur.is_object() {
+                *cur = json!({});
+            }
+            cur = cur
+                .as_object_mut()
+                .expect("object")
+                .entry(*p)
+                .or_insert_with(|| json!({}));
+        }
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let map = cur.as_object_mut().expect("object");
+        if val.is_null() {
+            map.remove(*last);
+        } else {
+            map.insert((*last).to_owned(), val.clone());
+        }
+    }
+    v
+}
+
+pub fn nodepool(v: Value) -> NodePool {
+    serde_json::from_value(v).expect("valid NodePool")
+}
+
+pub fn hostedcluster(v: Value) -> HostedCluster {
+    serde_json::from_value(v).expect("valid HostedCluster")
+}
+
+/// Facts from YAML texts (StorageClasses, StorageProfiles, KubeVirt, HostedClusters).
+pub fn builder(yamls: &[&str]) -> FactsBuilder {
+    let mut loaded = Vec::new();
+    for (i, y) in yamls.iter().enumerate() {
+        loaded.extend(load::parse_bytes(y.as_bytes(), &format!("facts-{i}")).expect("facts parse"));
+    }
+    let (b, unused) = facts::builder_from(&loaded);
+    assert!(
+        unused.iter().all(|(_, kind)| kind == "CephBlockPool"),
+        "unexpected non-fact objects: {unused:?}"
+    );
+    b
+}
+
+pub fn facts(yamls: &[&str]) -> Facts {
+    builder(yamls).build()
+}
+
+/// A StorageClass as JSON text.
+pub fn storage_class(
+    name: &str,
+    provisioner: &str,
+    annotations: &[(&str, &str)],
+    created: Option<&str>,
+) -> String {
+    storage_class_with(name, provisioner, annotations, created, &[])
+}
+
+pub fn storage_class_with(
+    name: &str,
+    provisioner: &str,
+    annotations: &[(&str, &str)],
+    created: Option<&str>,
+    parameters: &[(&str, &str)],
+) -> String {
+    let map = |kv: &[(&str, &str)]| -> serde_json::Map<String, Value> {
+        kv.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect()
+    };
+    let mut meta = json!({ "name": name, "annotations": map(annotations) });
+    if let Some(c) = created {
+        meta["creationTimestamp"] = json!(c);
+    }
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": meta,
+        "provisioner": provisioner, "parameters": map(parameters),
+    })
+    .to_string()
+}
+
+/// A reconciled StorageProfile with the given status claim property sets.
+pub fn profile(name: &str, provisioner: &str, sets: &[(&[&str], &str)]) -> String {
+    let sets: Vec<Value> = sets
+        .iter()
+        .map(|(m, vm)| json!({ "accessModes": m, "volumeMode": vm }))
+        .collect();
+    let mut status = json!({ "provisioner": provisioner, "storageClass": name });
+    if !sets.is_empty() {
+        status["claimPropertySets"] = json!(sets);
+    }
+    json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "StorageProfile",
+        "metadata": { "name": name }, "spec": {}, "status": status,
+    })
+    .to_string()
+}
+
+pub fn kubevirt(version: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata:\n  name: kubevirt-kubevirt-hyperconverged\n  namespace: openshift-cnv\nstatus:\n  observedKubeVirtVersion: {version}\n"
+    )
+}
+
+pub fn object_of(yaml: &str) -> Object {
+    load::parse_bytes(yaml.as_bytes(), "test")
+        .expect("parses")
+        .remove(0)
+        .object
+}

@@ -1,0 +1,837 @@
+//! The evaluator, rule by rule (issue: evaluator core), on the upstream example objects in
+//! tests/fixtures (copied from ../shared/reference/examples, see SOURCES there).
+
+#![allow(clippy::type_complexity)] // case tables are tuples by design
+
+mod common;
+
+use common::*;
+use live_migration_guard::evaluate::{Report, Severity, Verdict, evaluate_hostedcluster, evaluate_nodepool};
+use live_migration_guard::facts::{Facts, InfraFacts};
+use serde_json::{Value, json};
+
+const RWX: &str = "ReadWriteMany";
+const RWO: &str = "ReadWriteOnce";
+const PERSISTENT: &str = "/spec/platform/kubevirt/rootVolume/persistent";
+
+fn minimal() -> Value {
+    // upstream minimal NodePool, scaled to 3 machines
+    with(
+        fixture_value("nodepool-kubevirt-minimal.yaml"),
+        &[("/spec/replicas", json!(3))],
+    )
+}
+
+fn eval(np: Value, facts: &Facts) -> Report {
+    evaluate_nodepool(&nodepool(np), facts)
+}
+
+fn reasons(r: &Report) -> Vec<&str> {
+    r.findings.iter().map(|f| f.reason).collect()
+}
+
+fn finding<'a>(r: &'a Report, reason: &str) -> &'a live_migration_guard::evaluate::Finding {
+    r.findings
+        .iter()
+        .find(|f| f.reason == reason)
+        .unwrap_or_else(|| panic!("no {reason} in {:#?}", r.findings))
+}
+
+/// Ceph RBD (RWX Block first), EBS gp3 (RWO Block only), a CephFS class, all with profiles.
+fn cluster() -> Vec<String> {
+    vec![
+        storage_class("ceph-rbd", "openshift-storage.rbd.csi.ceph.com", &[], None),
+        profile(
+            "ceph-rbd",
+            "openshift-storage.rbd.csi.ceph.com",
+            &[(&[RWX], "Block"), (&[RWO], "Block"), (&[RWO], "Filesystem")],
+        ),
+        storage_class(
+            "gp3-csi",
+            "ebs.csi.aws.com",
+            &[("storageclass.kubernetes.io/is-default-class", "true")],
+            None,
+        ),
+        profile("gp3-csi", "ebs.csi.aws.com", &[(&[RWO], "Block")]),
+        storage_class("cephfs", "openshift-storage.cephfs.csi.ceph.com", &[], None),
+        profile(
+            "cephfs",
+            "openshift-storage.cephfs.csi.ceph.com",
+            &[(&[RWX], "Filesystem"), (&[RWO], "Filesystem")],
+        ),
+    ]
+}
+
+fn cluster_facts(extra: &[String]) -> Facts {
+    let mut all = cluster();
+    all.extend_from_slice(extra);
+    facts(&all.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+// Rule 1: other platforms are not ours.
+#[test]
+fn non_kubevirt_nodepool_is_not_applicable() {
+    let np = with(minimal(), &[("/spec/platform/type", json!("AWS"))]);
+    let r = eval(np, &cluster_facts(&[]));
+    assert_eq!(r.verdict, Verdict::NotApplicable);
+    assert!(r.findings.is_empty());
+    assert!(r.condition.is_none());
+}
+
+// Rule 2: explicit class, else virt default, else k8s default; newest wins, ties by name.
+#[test]
+fn storage_class_resolution_order() {
+    let virt = ("storageclass.kubevirt.io/is-default-virt-class", "true");
+    let k8s = ("storageclass.kubernetes.io/is-default-class", "true");
+    let cases: Vec<(&str, Vec<String>, Option<&str>, Verdict)> = vec![
+        // only the k8s default (gp3, RWO) exists
+        ("k8s default", vec![], None, Verdict::NotMigratable),
+        // a virt default (RBD) beats the k8s default (gp3)
+        (
+            "virt default wins",
+            vec![storage_class("virt", "rbd.csi.ceph.com", &[virt], None)],
+            None,
+            Verdict::Migratable,
+        ),
+        // explicit class beats every default
+        (
+            "explicit",
+            vec![storage_class("virt", "rbd.csi.ceph.com", &[virt], None)],
+            Some("gp3-csi"),
+            Verdict::NotMigratable,
+        ),
+        // two virt defaults: the newest (RWO hostpath) wins
+        (
+            "newest virt default",
+            vec![
+                storage_class(
+                    "a-old-rbd",
+                    "rbd.csi.ceph.com",
+                    &[virt],
+                    Some("2024-01-01T00:00:00Z"),
+                ),
+                storage_class(
+                    "z-new-hpp",
+                    "kubevirt.io.hostpath-provisioner",
+                    &[virt],
+                    Some("2025-01-01T00:00:00Z"),
+                ),
+            ],
+            None,
+            Verdict::NotMigratable,
+        ),
+        // same timestamp: name ascending (a-rbd)
+        (
+            "tie by name",
+            vec![
+                storage_class(
+                    "b-hpp",
+                    "kubevirt.io.hostpath-provisioner",
+                    &[virt],
+                    Some("2025-01-01T00:00:00Z"),
+                ),
+                storage_class("a-rbd", "rbd.csi.ceph.com", &[virt], Some("2025-01-01T00:00:00Z")),
+            ],
+            None,
+            Verdict::Migratable,
+        ),
+        (
+            "two k8s defaults, newest RWX",
+            vec![storage_class(
+                "nfs",
+                "nfs.csi.k8s.io",
+                &[k8s],
+                Some("2030-01-01T00:00:00Z"),
+            )],
+            None,
+            Verdict::Migratable,
+        ),
+    ];
+    for (name, extra, class, want) in cases {
+        let np = match class {
+            Some(c) => with(minimal(), &[(&format!("{PERSISTENT}/storageClass"), json!(c))]),
+            None => minimal(),
+        };
+        let r = eval(np, &cluster_facts(&extra));
+        assert_eq!(r.verdict, want, "{name}: {:#?}", r.findings);
+    }
+}
+
+// Rule 3: CDI's four rendering rules (domain §4.3), on Ceph RBD [RWX Block, RWO Block, RWO FS].
+#[test]
+fn cdi_rendering_rules() {
+    let rbd = (&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd"));
+    let cases: Vec<(&str, Vec<(String, Value)>, Verdict, Option<&str>)> = vec![
+        (
+            "nothing set: first set RWX Block",
+            vec![],
+            Verdict::Migratable,
+            None,
+        ),
+        (
+            "only volumeMode Filesystem: first FS set is RWO",
+            vec![(format!("{PERSISTENT}/volumeMode"), json!("Filesystem"))],
+            Verdict::NotMigratable,
+            Some("DisksNotLiveMigratable"),
+        ),
+        (
+            "only accessModes RWX: Block picked",
+            vec![(format!("{PERSISTENT}/accessModes"), json!([RWX]))],
+            Verdict::Migratable,
+            None,
+        ),
+        (
+            "both RWX Block: as given",
+            vec![
+                (format!("{PERSISTENT}/accessModes"), json!([RWX])),
+                (format!("{PERSISTENT}/volumeMode"), json!("Block")),
+            ],
+            Verdict::Migratable,
+            None,
+        ),
+        (
+            "both RWX Filesystem: RBD cannot provision it",
+            vec![
+                (format!("{PERSISTENT}/accessModes"), json!([RWX])),
+                (format!("{PERSISTENT}/volumeMode"), json!("Filesystem")),
+            ],
+            Verdict::NotMigratable,
+            Some("AccessModesNotSupported"),
+        ),
+    ];
+    for (name, edits, want, reason) in cases {
+        let mut all: Vec<(&str, Value)> = vec![(rbd.0.as_str(), rbd.1.clone())];
+        all.extend(edits.iter().map(|(p, v)| (p.as_str(), v.clone())));
+        let r = eval(with(minimal(), &all), &cluster_facts(&[]));
+        assert_eq!(r.verdict, want, "{name}: {:#?}", r.findings);
+        if let Some(reason) = reason {
+            assert_eq!(finding(&r, reason).severity, Severity::Error, "{name}");
+        }
+    }
+}
+
+// Rule 4: no StorageProfile → CDI's built-in table, said in a finding; unknown → Unknown.
+#[test]
+fn builtin_capabilities_when_no_profile() {
+    let facts = facts(&[
+        &fixture_text("storageclass-rook-ceph-block-rbd.yaml"),
+        &fixture_text("storageclass-gp3-csi-aws-ebs.yaml"),
+    ]);
+    let r = eval(
+        with(
+            minimal(),
+            &[(&format!("{PERSISTENT}/storageClass"), json!("rook-ceph-block"))],
+        ),
+        &facts,
+    );
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    let f = finding(&r, "BuiltinStorageCapabilities");
+    assert_eq!(f.severity, Severity::Info);
+    assert!(
+        f.message.contains("rook-ceph.rbd.csi.ceph.com") && f.message.contains("ReadWriteMany Block"),
+        "{}",
+        f.message
+    );
+
+    let r = eval(
+        with(
+            minimal(),
+            &[(&format!("{PERSISTENT}/storageClass"), json!("gp3-csi"))],
+        ),
+        &facts,
+    );
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    assert!(reasons(&r).contains(&"BuiltinStorageCapabilities"));
+
+    let unknown = facts_with_unknown();
+    let r = eval(
+        with(
+            minimal(),
+            &[(&format!("{PERSISTENT}/storageClass"), json!("mystery"))],
+        ),
+        &unknown,
+    );
+    assert_eq!(r.verdict, Verdict::Unknown, "{:#?}", r.findings);
+    let f = finding(&r, "UnknownProvisioner");
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(f.message.contains("example.com/mystery"), "{}", f.message);
+    assert_eq!(r.condition.as_ref().map(|c| c.status), Some("Unknown"));
+}
+
+fn facts_with_unknown() -> Facts {
+    cluster_facts(&[storage_class("mystery", "example.com/mystery", &[], None)])
+}
+
+// Rule 5: only ReadWriteMany counts (RWOP, RWO are not shared; Block vs FS does not matter).
+#[test]
+fn only_rwx_counts() {
+    for (modes, vm, want) in [
+        (vec![RWO], "Block", Verdict::NotMigratable),
+        (vec!["ReadWriteOncePod"], "Filesystem", Verdict::NotMigratable),
+        (vec![RWX], "Filesystem", Verdict::Migratable),
+        (vec![RWX], "Block", Verdict::Migratable),
+    ] {
+        let np = with(
+            minimal(),
+            &[
+                (&format!("{PERSISTENT}/storageClass"), json!("pxd")),
+                (&format!("{PERSISTENT}/accessModes"), json!(modes)),
+                (&format!("{PERSISTENT}/volumeMode"), json!(vm)),
+            ],
+        );
+        // Portworx: RWX Block, RWX FS, RWO Block, RWO FS (built-in table); RWOP FS from a profile
+        let f = cluster_facts(&[
+            storage_class("pxd", "pxd.portworx.com", &[], None),
+            profile(
+                "pxd",
+                "pxd.portworx.com",
+                &[
+                    (&[RWX], "Block"),
+                    (&[RWX], "Filesystem"),
+                    (&[RWO, "ReadWriteOncePod"], "Block"),
+                    (&[RWO, "ReadWriteOncePod"], "Filesystem"),
+                ],
+            ),
+        ]);
+        let r = eval(np, &f);
+        assert_eq!(r.verdict, want, "{modes:?} {vm}: {:#?}", r.findings);
+    }
+}
+
+// Rule 6: things that stop the disk from being provisioned.
+#[test]
+fn provisioning_blockers_are_errors() {
+    let sc = format!("{PERSISTENT}/storageClass");
+    let am = format!("{PERSISTENT}/accessModes");
+    let vm = format!("{PERSISTENT}/volumeMode");
+    let cases: Vec<(&str, Vec<(&str, Value)>, Vec<String>, &str, &str)> = vec![
+        (
+            "RWX on an RWO-only class",
+            vec![(&sc, json!("gp3-csi")), (&am, json!([RWX]))],
+            vec![],
+            "AccessModesNotSupported",
+            "spec.platform.kubevirt.rootVolume.persistent.accessModes",
+        ),
+        (
+            "profile without claimPropertySets",
+            vec![(&sc, json!("odd"))],
+            vec![
+                storage_class("odd", "example.com/odd", &[], None),
+                profile("odd", "example.com/odd", &[]),
+            ],
+            "NoClaimPropertySets",
+            "spec.platform.kubevirt.rootVolume.persistent.storageClass",
+        ),
+        (
+            "class does not exist",
+            vec![(&sc, json!("nope"))],
+            vec![],
+            "StorageClassNotFound",
+            "spec.platform.kubevirt.rootVolume.persistent.storageClass",
+        ),
+        (
+            "ReadOnly access mode",
+            vec![(&am, json!(["ReadOnly"]))],
+            vec![],
+            "InvalidAccessMode",
+            "spec.platform.kubevirt.rootVolume.persistent.accessModes",
+        ),
+        (
+            "empty class name",
+            vec![(&sc, json!(""))],
+            vec![],
+            "EmptyStorageClassName",
+            "spec.platform.kubevirt.rootVolume.persistent.storageClass",
+        ),
+        (
+            "volumeMode only, no matching set",
+            vec![(&sc, json!("gp3-csi")), (&vm, json!("Filesystem"))],
+            vec![],
+            "NoMatchingAccessMode",
+            "spec.platform.kubevirt.rootVolume.persistent.volumeMode",
+        ),
+    ];
+    for (name, edits, extra, reason, field) in cases {
+        let edits: Vec<(&str, Value)> = edits.iter().map(|(p, v)| (*p, v.clone())).collect();
+        let r = eval(with(minimal(), &edits), &cluster_facts(&extra));
+        assert_eq!(r.verdict, Verdict::NotMigratable, "{name}");
+        let f = finding(&r, reason);
+        assert_eq!((f.severity, f.field.as_str()), (Severity::Error, field), "{name}");
+        assert!(!f.fix.is_empty(), "{name}");
+        // the VMs never run: HyperShift would not compute the condition
+        assert!(r.condition.is_none(), "{name}: {:?}", r.condition);
+    }
+    // a missing default class when nothing is explicit
+    let only_rbd = facts(&[&storage_class("ceph-rbd", "rbd.csi.ceph.com", &[], None)]);
+    let r = eval(minimal(), &only_rbd);
+    assert_eq!(finding(&r, "NoDefaultStorageClass").severity, Severity::Error);
+}
+
+// Rule 5 + the documented example (domain §1.5, OSD hcp-virt-live-migration.adoc).
+#[test]
+fn documented_example_three_rwo_machines() {
+    let np = with(
+        fixture_value("nodepool-kubevirt-rwo-root-volume.yaml"),
+        &[("/spec/replicas", json!(3)), ("/metadata/name", json!("user-np"))],
+    );
+    let r = eval(np, &facts(&[&fixture_text("storageclass-gp3-csi-aws-ebs.yaml")]));
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    let c = r.condition.expect("condition");
+    assert_eq!(
+        (c.type_, c.status, c.reason.as_str()),
+        ("KubeVirtNodesLiveMigratable", "False", "DisksNotLiveMigratable")
+    );
+
+    // Same shape as the real condition: first line, then one line per machine, each like
+    // "Machine X: DisksNotLiveMigratable: X is not a live migratable machine: cannot migrate VMI: PVC X-rhcos is not shared, ..."
+    let real: Value = serde_json::from_value(fixture_value_list(
+        "nodepool-status-conditions-not-live-migratable.yaml",
+    ))
+    .unwrap();
+    let real_msg = real[0]["message"].as_str().unwrap();
+    let shape = |msg: &str, names: &[&str]| {
+        let mut m = msg.to_owned();
+        for n in names {
+            m = m.replace(n, "<machine>");
+        }
+        m.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let real_lines = shape(
+        real_msg,
+        &[
+            "user-np-ngst4-gw2hz",
+            "user-np-ngst4-npq7x",
+            "user-np-ngst4-q5nkb",
+        ],
+    );
+    let ours = shape(&c.message, &["user-np-1", "user-np-2", "user-np-3"]);
+    assert_eq!(ours, real_lines);
+    assert!(c.message.ends_with('\n'));
+    assert_eq!(real[0]["reason"], json!(c.reason));
+}
+
+fn fixture_value_list(name: &str) -> Value {
+    serde_saphyr_value(&fixture_text(name))
+}
+
+fn serde_saphyr_value(text: &str) -> Value {
+    live_migration_guard::facts::load::split_documents(text.as_bytes(), "fixture")
+        .unwrap()
+        .remove(0)
+}
+
+// Rule 7: host devices (upstream GPU example).
+#[test]
+fn host_devices_block_live_migration() {
+    let np = fixture_value("nodepool-kubevirt-gpu-hostdevices.yaml");
+    let facts = cluster_facts(&[storage_class(
+        "virt",
+        "rbd.csi.ceph.com",
+        &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+        None,
+    )]);
+    let r = eval(np, &facts);
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    let f = finding(&r, "HostDeviceNotLiveMigratable");
+    assert_eq!(f.field, "spec.platform.kubevirt.hostDevices");
+    let c = r.condition.unwrap();
+    assert_eq!(c.reason, "HostDeviceNotLiveMigratable");
+    assert!(c.message.starts_with("3 of 3 machines are not live migratable\nMachine example-1: HostDeviceNotLiveMigratable: example-1 is not a live migratable machine: VMI specifies non-migratable generic PCI host device\n"), "{}", c.message);
+}
+
+// §3.1: only one reason per VMI; KubeVirt < v1.6 checks disks first.
+#[test]
+fn reported_reason_follows_kubevirt_check_order() {
+    let np = with(
+        fixture_value("nodepool-kubevirt-gpu-hostdevices.yaml"),
+        &[
+            (&format!("{PERSISTENT}/accessModes"), json!([RWO])),
+            (&format!("{PERSISTENT}/storageClass"), json!("gp3-csi")),
+        ],
+    );
+    for (version, reason, msg) in [
+        (
+            "v1.5.2",
+            "DisksNotLiveMigratable",
+            "cannot migrate VMI: PVC example-1-rhcos is not shared",
+        ),
+        (
+            "v1.6.0",
+            "HostDeviceNotLiveMigratable",
+            "VMI uses a PCI host devices",
+        ),
+        (
+            "v1.9.0",
+            "HostDeviceNotLiveMigratable",
+            "VMI specifies non-migratable generic PCI host device",
+        ),
+    ] {
+        let r = eval(np.clone(), &cluster_facts(&[kubevirt(version)]));
+        let mut got = reasons(&r);
+        got.retain(|r| r.ends_with("LiveMigratable"));
+        got.sort();
+        assert_eq!(
+            got,
+            vec!["DisksNotLiveMigratable", "HostDeviceNotLiveMigratable"],
+            "{version}: every failing check is a finding"
+        );
+        let c = r.condition.unwrap();
+        assert_eq!(c.reason, reason, "{version}");
+        assert!(c.message.contains(msg), "{version}: {}", c.message);
+    }
+}
+
+// Rule 8: Multus-only NodePools by KubeVirt version.
+#[test]
+fn attach_default_network_false_depends_on_kubevirt_version() {
+    let np = with(
+        minimal(),
+        &[
+            ("/spec/platform/kubevirt/attachDefaultNetwork", json!(false)),
+            (
+                "/spec/platform/kubevirt/additionalNetworks",
+                json!([{"name": "default/nad1"}]),
+            ),
+            (&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd")),
+        ],
+    );
+    let r = eval(np.clone(), &cluster_facts(&[kubevirt("v1.7.3")]));
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    let f = finding(&r, "InterfaceNotLiveMigratable");
+    assert_eq!(f.field, "spec.platform.kubevirt.attachDefaultNetwork");
+    assert!(r.condition.unwrap().message.contains("cannot migrate VMI which does not use masquerade, bridge with kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin to connect to the pod network"));
+
+    let r = eval(np.clone(), &cluster_facts(&[]));
+    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(finding(&r, "KubeVirtVersionUnknown").severity, Severity::Warning);
+
+    let r = eval(np.clone(), &cluster_facts(&[kubevirt("v1.8.0")]));
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    assert_eq!(r.condition.unwrap().message, "All is well");
+
+    // no additional networks at all: HyperShift's own validation fails
+    let bad = with(
+        minimal(),
+        &[("/spec/platform/kubevirt/attachDefaultNetwork", json!(false))],
+    );
+    let r = eval(bad, &cluster_facts(&[kubevirt("v1.8.0")]));
+    assert_eq!(finding(&r, "DefaultNetworkRequired").severity, Severity::Error);
+}
+
+// Rule 9: no facts → Unknown, never a guess; explicit RWO is still NotMigratable.
+#[test]
+fn without_facts_only_what_the_object_decides() {
+    let r = eval(minimal(), &Facts::none());
+    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(finding(&r, "StorageFactsMissing").severity, Severity::Warning);
+
+    let r = eval(
+        fixture_value("nodepool-kubevirt-rwo-root-volume.yaml"),
+        &Facts::none(),
+    );
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    assert_eq!(
+        reasons(&r),
+        vec!["HostedClusterNotFound", "DisksNotLiveMigratable"]
+    );
+
+    // explicit RWX is undecided without facts (can the class provide it?)
+    let r = eval(
+        with(minimal(), &[(&format!("{PERSISTENT}/accessModes"), json!([RWX]))]),
+        &Facts::none(),
+    );
+    assert_eq!(r.verdict, Verdict::Unknown);
+}
+
+#[test]
+fn no_machines_means_no_condition() {
+    let r = eval(
+        fixture_value("nodepool-kubevirt-minimal.yaml"),
+        &cluster_facts(&[]),
+    );
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    assert!(r.condition.is_none());
+    assert_eq!(finding(&r, "NoMachines").severity, Severity::Info);
+}
+
+#[test]
+fn fixes_name_an_rwx_class_from_the_facts() {
+    let r = eval(minimal(), &cluster_facts(&[]));
+    let f = finding(&r, "DisksNotLiveMigratable");
+    assert_eq!(
+        f.field,
+        "spec.platform.kubevirt.rootVolume.persistent.storageClass"
+    );
+    assert!(f.fix.contains("ceph-rbd or cephfs"), "{}", f.fix);
+    assert!(
+        f.message.contains("default StorageClass gp3-csi"),
+        "{}",
+        f.message
+    );
+}
+
+// JSON patch annotations (domain §1.3): HostedCluster's first, then the NodePool's.
+#[test]
+fn json_patches_change_the_vm_and_take_the_blame() {
+    let facts_rbd = cluster_facts(&[]);
+    let sc = (format!("{PERSISTENT}/storageClass"), json!("gp3-csi"));
+    let patch = |ops: Value| json!({ "hypershift.openshift.io/kubevirt-vm-jsonpatch": ops.to_string() });
+
+    // NodePool patch moves the root disk to RBD with RWX: migratable
+    let np = with(
+        minimal(),
+        &[
+            (&sc.0, sc.1.clone()),
+            (
+                "/metadata/annotations",
+                patch(json!([
+                    {"op": "replace", "path": "/spec/dataVolumeTemplates/0/spec/storage/storageClassName", "value": "ceph-rbd"},
+                    {"op": "add", "path": "/spec/dataVolumeTemplates/0/spec/storage/accessModes", "value": [RWX]},
+                ])),
+            ),
+        ],
+    );
+    let r = eval(np, &facts_rbd);
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+
+    // HostedCluster patch adds a host device: the finding points at the HC annotation
+    let hc = with(
+        fixture_value("hostedcluster-kubevirt-minimal.yaml"),
+        &[(
+            "/metadata/annotations",
+            patch(
+                json!([{"op": "add", "path": "/spec/template/spec/domain/devices/hostDevices/-", "value": {"name": "gpu", "deviceName": "nvidia"}}]),
+            ),
+        )],
+    );
+    let facts_hc = cluster_facts(&[serde_json::to_string(&hc).unwrap()]);
+    let np = with(
+        minimal(),
+        &[(&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd"))],
+    );
+    let r = eval(np, &facts_hc);
+    let f = finding(&r, "HostDeviceNotLiveMigratable");
+    assert_eq!(
+        f.field,
+        "HostedCluster clusters/example metadata.annotations[hypershift.openshift.io/kubevirt-vm-jsonpatch]"
+    );
+
+    // removing the bridge annotation breaks the pod network
+    let np = with(
+        minimal(),
+        &[
+            (&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd")),
+            (
+                "/metadata/annotations",
+                patch(
+                    json!([{"op": "remove", "path": "/spec/template/metadata/annotations/kubevirt.io~1allow-pod-bridge-network-live-migration"}]),
+                ),
+            ),
+        ],
+    );
+    let r = eval(np, &facts_rbd);
+    let f = finding(&r, "InterfaceNotLiveMigratable");
+    assert_eq!(
+        f.field,
+        "metadata.annotations[hypershift.openshift.io/kubevirt-vm-jsonpatch]"
+    );
+
+    // invalid patches stop the machine template: error, no condition
+    for bad in [
+        "not json",
+        "{\"op\":\"add\"}",
+        "[{\"op\":\"replace\",\"path\":\"/spec/nothing/here\",\"value\":1}]",
+    ] {
+        let np = with(
+            minimal(),
+            &[(
+                "/metadata/annotations",
+                json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch": bad}),
+            )],
+        );
+        let r = eval(np, &facts_rbd);
+        let f = finding(&r, "InvalidKubevirtVMJSONPatch");
+        assert_eq!(f.severity, Severity::Error, "{bad}");
+        assert!(r.condition.is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn upstream_jsonpatch_example_adds_nested_paths() {
+    // add with missing parents (/spec/template/spec/affinity/nodeAffinity/...) must work
+    let np = with(
+        fixture_value("nodepool-kubevirt-jsonpatch-node-affinity.yaml"),
+        &[(&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd"))],
+    );
+    let r = eval(np, &cluster_facts(&[]));
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    assert!(!reasons(&r).contains(&"InvalidKubevirtVMJSONPatch"));
+}
+
+// Rules 10-12: HostedCluster storage mappings.
+#[test]
+fn hostedcluster_manual_mapping() {
+    let hc = hostedcluster(fixture_value(
+        "hostedcluster-kubevirt-manual-storage-mapping.yaml",
+    ));
+    let f = facts(&[&fixture_text("storageclass-gp3-csi-aws-ebs.yaml")]);
+    let r = evaluate_hostedcluster(&hc, &f, &[]);
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    let errs: Vec<(&str, &str)> = r.errors().map(|e| (e.reason, e.field.as_str())).collect();
+    assert_eq!(
+        errs,
+        vec![
+            (
+                "DisksNotLiveMigratable",
+                "spec.platform.kubevirt.storageDriver.manual.storageClassMapping[0].infraStorageClassName"
+            ),
+            (
+                "InfraStorageClassNotFound",
+                "spec.platform.kubevirt.storageDriver.manual.storageClassMapping[1].infraStorageClassName"
+            ),
+        ]
+    );
+    let c = r.condition.unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        ("False", "KubeVirtNodesNotLiveMigratable")
+    );
+
+    // both infra classes RWX-first: migratable, condition True
+    let ok = facts(&[
+        &storage_class("gp3-csi", "efs.csi.aws.com", &[], None),
+        &storage_class(
+            "ocs-storagecluster-ceph-rbd",
+            "openshift-storage.rbd.csi.ceph.com",
+            &[],
+            None,
+        ),
+    ]);
+    let r = evaluate_hostedcluster(&hc, &ok, &[("test1".into(), Verdict::Migratable)]);
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    assert_eq!(r.condition.unwrap().message, "All is well");
+}
+
+#[test]
+fn hostedcluster_default_and_none_drivers() {
+    let hc_default = hostedcluster(fixture_value("hostedcluster-kubevirt-minimal.yaml"));
+    let r = evaluate_hostedcluster(
+        &hc_default,
+        &cluster_facts(&[]),
+        &[("np1".into(), Verdict::Migratable)],
+    );
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    let f = finding(&r, "DisksNotLiveMigratable");
+    assert_eq!(f.field, "spec.platform.kubevirt.storageDriver.type");
+    assert!(f.message.contains("gp3-csi"));
+    // the storage mapping affects every NodePool that attaches guest volumes
+    assert!(
+        r.condition
+            .unwrap()
+            .message
+            .contains("attached to this Hosted Cluster: np1.")
+    );
+
+    let virt = storage_class(
+        "virt",
+        "rbd.csi.ceph.com",
+        &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+        None,
+    );
+    let r = evaluate_hostedcluster(
+        &hc_default,
+        &cluster_facts(&[virt]),
+        &[("np1".into(), Verdict::NotMigratable)],
+    );
+    assert_eq!(r.verdict, Verdict::Migratable);
+    assert!(
+        r.condition
+            .unwrap()
+            .message
+            .contains("following NodePool(s) attached to this Hosted Cluster: np1."),
+        "a non-migratable NodePool makes the HC condition False"
+    );
+
+    let hc_none = hostedcluster(with(
+        fixture_value("hostedcluster-kubevirt-minimal.yaml"),
+        &[("/spec/platform/kubevirt/storageDriver", json!({"type": "None"}))],
+    ));
+    let r = evaluate_hostedcluster(&hc_none, &cluster_facts(&[]), &[]);
+    assert_eq!(r.verdict, Verdict::Migratable);
+    assert!(r.findings.is_empty());
+
+    let r = evaluate_hostedcluster(&hc_default, &Facts::none(), &[]);
+    assert_eq!(r.verdict, Verdict::Unknown);
+}
+
+#[test]
+fn external_infra_needs_its_own_facts() {
+    let creds = json!({"infraKubeConfigSecret": {"name": "example-infra-credentials", "key": "kubeconfig"}, "infraNamespace": "guests"});
+    let hc_value = with(
+        fixture_value("hostedcluster-kubevirt-minimal.yaml"),
+        &[("/spec/platform/kubevirt/credentials", creds)],
+    );
+    let hc = hostedcluster(hc_value.clone());
+    let local = cluster_facts(&[serde_json::to_string(&hc_value).unwrap()]);
+    let r = evaluate_hostedcluster(&hc, &local, &[]);
+    assert_eq!(r.verdict, Verdict::Unknown);
+    let f = finding(&r, "ExternalInfraFactsUnavailable");
+    assert!(f.message.contains("example-infra-credentials"), "{}", f.message);
+
+    // NodePools of that cluster: storage undecided, but host devices still decide
+    let np = with(minimal(), &[]);
+    let r = eval(np, &local);
+    assert_eq!(r.verdict, Verdict::Unknown, "{:#?}", r.findings);
+    let r = eval(fixture_value("nodepool-kubevirt-gpu-hostdevices.yaml"), &local);
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+
+    // with the infra cluster's facts it is decided
+    let infra = facts(&[&storage_class(
+        "rbd",
+        "rbd.csi.ceph.com",
+        &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+        None,
+    )]);
+    let with_infra = builder(&[&serde_json::to_string(&hc_value).unwrap()])
+        .infra(
+            "clusters",
+            "example",
+            InfraFacts::Ready(std::sync::Arc::new(infra)),
+        )
+        .build();
+    let r = evaluate_hostedcluster(&hc, &with_infra, &[]);
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    let r = eval(minimal(), &with_infra);
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+}
+
+#[test]
+fn unusable_facts_answer_unknown() {
+    let stale = cluster_facts(&[]).mark_unavailable("facts are 900s old".into());
+    let r = eval(minimal(), &stale);
+    assert_eq!(r.verdict, Verdict::Unknown);
+    assert!(finding(&r, "StorageFactsMissing").message.contains("900s old"));
+}
+
+#[test]
+fn runtime_validation_errors() {
+    let cases = [
+        (json!({"type": "KubeVirt"}), "KubevirtPlatformMissing"),
+        (
+            json!({"type": "KubeVirt", "kubevirt": {"rootVolume": {"type": "Persistent"}}}),
+            "RootVolumePersistentMissing",
+        ),
+        (
+            json!({"type": "KubeVirt", "kubevirt": {"hostDevices": [{"deviceName": "x", "count": 0}]}}),
+            "InvalidHostDeviceCount",
+        ),
+    ];
+    for (platform, reason) in cases {
+        let r = eval(
+            with(minimal(), &[("/spec/platform", platform)]),
+            &cluster_facts(&[]),
+        );
+        assert_eq!(r.verdict, Verdict::NotMigratable, "{reason}");
+        assert_eq!(finding(&r, reason).severity, Severity::Error);
+    }
+}

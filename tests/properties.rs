@@ -1,0 +1,145 @@
+//! Property tests: the loaders and the evaluator never panic, whatever they are given.
+//! `PROPTEST_CASES=100000 cargo test --release --test properties` runs longer.
+
+mod common;
+
+use common::*;
+use live_migration_guard::evaluate::{batch, evaluate_hostedcluster, evaluate_nodepool};
+use live_migration_guard::facts::{Facts, load};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        prop_oneof![
+            Just("KubeVirt".to_owned()),
+            Just("ReadWriteMany".to_owned()),
+            Just("ReadWriteOnce".to_owned()),
+            Just("Block".to_owned()),
+            Just("Persistent".to_owned()),
+            Just("ceph-rbd".to_owned()),
+            Just("v1.7.0".to_owned()),
+            ".{0,12}",
+        ]
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("storageClass".to_owned()),
+                    Just("accessModes".to_owned()),
+                    Just("volumeMode".to_owned()),
+                    Just("op".to_owned()),
+                    Just("path".to_owned()),
+                    Just("value".to_owned()),
+                    "[a-zA-Z]{1,8}",
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Paths of the fields the rules read, plus the JSON-patch annotation.
+const PATHS: &[&str] = &[
+    "/spec/replicas",
+    "/spec/clusterName",
+    "/spec/platform/type",
+    "/spec/platform/kubevirt",
+    "/spec/platform/kubevirt/rootVolume",
+    "/spec/platform/kubevirt/rootVolume/type",
+    "/spec/platform/kubevirt/rootVolume/persistent",
+    "/spec/platform/kubevirt/rootVolume/persistent/storageClass",
+    "/spec/platform/kubevirt/rootVolume/persistent/accessModes",
+    "/spec/platform/kubevirt/rootVolume/persistent/volumeMode",
+    "/spec/platform/kubevirt/attachDefaultNetwork",
+    "/spec/platform/kubevirt/additionalNetworks",
+    "/spec/platform/kubevirt/hostDevices",
+    "/metadata/annotations",
+    "/metadata/name",
+];
+
+fn facts_for_props() -> Facts {
+    facts(&[
+        &storage_class(
+            "ceph-rbd",
+            "rbd.csi.ceph.com",
+            &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+            None,
+        ),
+        &profile("gp3", "ebs.csi.aws.com", &[(&["ReadWriteOnce"], "Block")]),
+        &storage_class("gp3", "ebs.csi.aws.com", &[], None),
+        &kubevirt("v1.7.0"),
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn loader_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = load::parse_bytes(&bytes, "fuzz");
+    }
+
+    #[test]
+    fn loader_never_panics_on_text(text in "[ a-z:\\-\\[\\]{}&*!|>'\"#\n,0-9]{0,300}") {
+        let _ = load::parse_bytes(text.as_bytes(), "fuzz");
+    }
+
+    #[test]
+    fn loader_never_panics_on_json(v in arb_json()) {
+        let _ = load::parse_bytes(v.to_string().as_bytes(), "fuzz");
+    }
+
+    /// Typed, the evaluator sees anything a schema-valid-ish object can hold; a wrong type is
+    /// a load error with a field path, never a panic.
+    #[test]
+    fn evaluator_never_panics_on_mutated_objects(
+        edits in prop::collection::vec((prop::sample::select(PATHS), arb_json()), 1..4),
+        patch in prop::option::of(prop::collection::vec(
+            (prop_oneof![Just("add"), Just("remove"), Just("replace"), Just("test"), Just("move"), Just("copy")],
+             prop_oneof![
+                Just("/spec/template/spec/domain/devices/hostDevices/-"),
+                Just("/spec/dataVolumeTemplates/0/spec/storage/accessModes"),
+                Just("/spec/dataVolumeTemplates/0/spec/storage"),
+                Just("/spec/template/spec/volumes/0"),
+                Just("/spec/template/spec/networks/0/pod"),
+                Just("/spec/template/metadata/annotations"),
+                Just("/spec/template/spec/domain/cpu/model"),
+                Just("/spec/x/1/y"),
+             ],
+             arb_json()),
+            0..4)),
+    ) {
+        let facts = facts_for_props();
+        let edits: Vec<(&str, Value)> = edits.iter().map(|(p, v)| (*p, v.clone())).collect();
+        let mut np = with(fixture_value("nodepool-kubevirt-rwo-root-volume.yaml"), &edits);
+        if let Some(ops) = patch {
+            let ops: Vec<Value> = ops.into_iter().map(|(op, path, value)| json!({"op": op, "path": path, "from": path, "value": value})).collect();
+            np["metadata"]["annotations"] = json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch": Value::from(ops).to_string()});
+        }
+        if let Ok(loaded) = load::parse_bytes(np.to_string().as_bytes(), "fuzz") {
+            let (reports, _) = batch::evaluate_all(&loaded, &facts);
+            for r in &reports.reports {
+                prop_assert!(r.findings.iter().all(|f| !f.field.is_empty() && !f.message.is_empty()));
+            }
+        }
+        let hc = with(fixture_value("hostedcluster-kubevirt-manual-storage-mapping.yaml"), &edits);
+        if let Ok(hc) = serde_json::from_value(hc) {
+            let _ = evaluate_hostedcluster(&hc, &facts, &[]);
+        }
+        if let Ok(np) = serde_json::from_value(np) {
+            let _ = evaluate_nodepool(&np, &Facts::none());
+        }
+    }
+}
