@@ -26,6 +26,196 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate NodePools and HostedClusters from YAML/JSON files (offline).
     Evaluate(EvaluateArgs),
+    /// Run the admission webhook (HTTPS) and the ops endpoints (HTTP).
+    Serve(Box<ServeArgs>),
+    /// Certificate tooling.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Write ca.crt, tls.crt and tls.key for a Service (SANs NAME, NAME.NS, NAME.NS.svc,
+    /// NAME.NS.svc.cluster.local), for the chart's `provided` TLS mode.
+    Generate(CertsGenerateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsGenerateArgs {
+    #[arg(long)]
+    pub service: String,
+    #[arg(long)]
+    pub namespace: String,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Validity of the serving certificate in days (the CA gets 10 years).
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Whether `serve` reads facts from a cluster.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterMode {
+    /// On when running in a pod or when --kubeconfig is given, and no --facts files are.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InfraCredentials {
+    Off,
+    Read,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// HTTPS listener for admission, /v1/evaluate and /v1/report.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "LMG_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "LMG_OPS_LISTEN")]
+    pub ops_listen: std::net::SocketAddr,
+    /// Serving certificate (PEM chain, leaf first). Without it a CA and certificate are generated.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are re-read (rotation without restart).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: std::time::Duration,
+    #[arg(long, value_enum, default_value = "1.2")]
+    pub tls_min_version: crate::server::tls::MinTls,
+    /// Extra DNS names for the generated certificate (localhost and 127.0.0.1 are always in).
+    #[arg(long = "dns-name")]
+    pub dns_names: Vec<String>,
+    /// Where the generated CA bundle is written.
+    #[arg(long)]
+    pub ca_bundle_out: Option<PathBuf>,
+    /// Require client certificates signed by this CA (kube-apiserver's webhook client cert).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Accepted client certificate CN or DNS SAN (repeatable; default: any the CA signed).
+    #[arg(long = "client-name", requires = "client_ca")]
+    pub client_names: Vec<String>,
+    /// Global policy: warn (allow with warnings) or deny (reject error findings).
+    #[arg(long, value_enum, default_value = "warn", env = "LMG_MODE")]
+    pub mode: crate::admission::Mode,
+    /// Deny Unknown verdicts too (deny mode only).
+    #[arg(long)]
+    pub deny_unknown: bool,
+    /// Honour live-migration-guard.io/mode: warn|off + live-migration-guard.io/reason on objects.
+    #[arg(long)]
+    pub allow_object_override: bool,
+    /// Facts files (StorageClass, StorageProfile, KubeVirt, HostedCluster) instead of a cluster.
+    #[arg(long = "facts")]
+    pub facts: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cluster: ClusterMode,
+    /// Kubeconfig for the cluster (default: in-cluster config, then KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read HostedClusters' infra kubeconfig Secrets and cache facts of external infra clusters.
+    #[arg(long, value_enum, default_value = "off")]
+    pub infra_credentials: InfraCredentials,
+    /// How often existing NodePools and HostedClusters are re-evaluated (0 disables).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub audit_interval: std::time::Duration,
+    /// Past this without a healthy watch, rules that need facts answer Unknown.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub facts_max_staleness: std::time::Duration,
+    /// After SIGTERM: readiness false, keep serving this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: std::time::Duration,
+    /// Then: time for in-flight requests to finish.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+    /// Request body limit in bytes (controller-runtime uses 7 MiB).
+    #[arg(long, default_value_t = 7 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Per-request deadline; keep it below the webhook's timeoutSeconds.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    pub request_timeout: std::time::Duration,
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    #[arg(long, default_value_t = 512)]
+    pub max_in_flight: usize,
+    #[arg(long, value_enum, default_value = "text", env = "LMG_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h`, `1h30m` (jiff's friendly format) or ISO 8601.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: k8s_openapi::jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 500ms, 10s, 5m: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
+}
+
+impl ServeArgs {
+    /// The server configuration these flags describe.
+    pub fn server_config(&self) -> crate::server::Config {
+        use crate::server::{Config, Limits, TlsSource, tls::ClientAuth};
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                reload_interval: self.tls_reload_interval,
+            },
+            _ => {
+                let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+                names.extend(self.dns_names.iter().cloned());
+                let ca_out = self
+                    .ca_bundle_out
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("live-migration-guard").join("ca.crt"));
+                TlsSource::Generated { names, ca_out }
+            }
+        };
+        Config {
+            listen: self.listen,
+            ops_listen: self.ops_listen,
+            tls,
+            min_tls: self.tls_min_version,
+            client_auth: ClientAuth {
+                ca: self.client_ca.clone(),
+                names: self.client_names.clone(),
+            },
+            policy: crate::admission::Policy {
+                mode: self.mode,
+                deny_unknown: self.deny_unknown,
+                allow_object_override: self.allow_object_override,
+            },
+            limits: Limits {
+                body_bytes: self.max_body_bytes,
+                request_timeout: self.request_timeout,
+                max_connections: self.max_connections,
+                max_in_flight: self.max_in_flight,
+                ..Limits::default()
+            },
+            shutdown_delay: self.shutdown_delay,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+
+    /// Whether facts come from a cluster, resolving `auto`.
+    pub fn uses_cluster(&self) -> bool {
+        match self.cluster {
+            ClusterMode::On => true,
+            ClusterMode::Off => false,
+            ClusterMode::Auto => {
+                self.facts.is_empty()
+                    && (self.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
+            }
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,7 +2,10 @@
 //! node VMs will be live migratable, and serves that prediction as a validating admission
 //! webhook, an HTTP endpoint and a CLI.
 
+pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod evaluate;
 pub mod facts;
 pub mod resources;
+pub mod server;

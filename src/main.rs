@@ -1,7 +1,14 @@
-use std::process::ExitCode;
+//! The binary: parse flags, set up logging, run a command. Errors end here (anyhow).
 
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use clap::Parser;
-use live_migration_guard::cli::{Cli, Command, run_evaluate};
+use live_migration_guard::cli::{CertsCommand, Cli, Command, LogFormat, ServeArgs, run_evaluate};
+use live_migration_guard::facts::{self, Snapshot, load};
+use live_migration_guard::server::{self, Server, metrics::Metrics};
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,5 +22,92 @@ fn main() -> ExitCode {
             );
             ExitCode::from(code)
         }
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")
+                .and_then(|rt| rt.block_on(serve(*args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "fatal");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Certs(CertsCommand::Generate(args)) => {
+            let names = live_migration_guard::certs::service_names(&args.service, &args.namespace);
+            let result = live_migration_guard::certs::generate(&names, args.days)
+                .and_then(|g| live_migration_guard::certs::write(&args.out, &g));
+            match result {
+                Ok(()) => {
+                    println!(
+                        "wrote ca.crt, tls.crt, tls.key to {} for {}",
+                        args.out.display(),
+                        names.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let config = args.server_config();
+    let (audit_tx, audit_rx) = watch::channel(None);
+    let (snapshot_rx, _facts_task) = if args.uses_cluster() {
+        anyhow::bail!("--cluster=on: live cluster facts are not available in this build")
+    } else {
+        let mut loaded = Vec::new();
+        for path in &args.facts {
+            loaded.extend(
+                load::load_path(path).with_context(|| format!("loading --facts {}", path.display()))?,
+            );
+        }
+        let (builder, unused) = facts::builder_from(&loaded);
+        for (source, kind) in unused {
+            tracing::warn!(%source, kind, "not a fact (StorageClass, StorageProfile, KubeVirt, HostedCluster); ignored");
+        }
+        let facts = builder.build();
+        tracing::info!(
+            storage_classes = facts.class_count(),
+            files = args.facts.len(),
+            "facts from files; no cluster connected (namespace mode labels do not apply)"
+        );
+        let (_tx, rx) = watch::channel(Arc::new(Snapshot::fixed(facts)));
+        (rx, None::<tokio::task::JoinHandle<()>>)
+    };
+    drop(audit_tx);
+    let server = Server::bind(config, snapshot_rx, audit_rx, metrics).await?;
+    if let Some(ca) = &server.ca_bundle {
+        tracing::info!(ca_bundle = %ca.display(), "generated a CA and serving certificate; clients can trust the CA bundle at this path");
+    }
+    tracing::info!(
+        listen = %server.local_addr()?,
+        ops = %server.ops_addr()?,
+        mode = %args.mode,
+        "serving admission on /validate/nodepools and /validate/hostedclusters, evaluation on /v1/evaluate"
+    );
+    server.run(server::shutdown_signal()).await?;
+    Ok(())
 }

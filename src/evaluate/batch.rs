@@ -10,7 +10,7 @@ use super::report::{Report, Reports, Verdict};
 use super::{hostedcluster, nodepool};
 
 /// An input object that produced no report, and why (shown to the user, never dropped).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
     pub source: String,
     pub kind: String,

@@ -370,7 +370,7 @@ fn no_facts(facts: &Facts, fields: &RequestFields, question: String) -> Finding 
 /// A fix that names an RWX-capable class from the facts when one exists.
 pub fn rwx_fix(fields: &RequestFields, facts: &Facts) -> String {
     let target = match facts.rwx_suggestions() {
-        [] => "a class whose StorageProfile offers ReadWriteMany (e.g. Ceph RBD, CephFS, NFS)".to_owned(),
+        [] => "an RWX-capable class (e.g. Ceph RBD, CephFS, NFS)".to_owned(),
         many => format!("an RWX-capable class such as {}", many.join(" or ")),
     };
     format!(

@@ -313,15 +313,15 @@ fn classify_list(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<()
 
 fn typed<T: DeserializeOwned>(doc: Value, source: &Source, kind: &str) -> Result<Box<T>, LoadError> {
     let name = object_name(&doc);
-    serde_path_to_error::deserialize(doc)
-        .map(Box::new)
-        .map_err(|e| LoadError::Field(Box::new(FieldError {
+    serde_path_to_error::deserialize(doc).map(Box::new).map_err(|e| {
+        LoadError::Field(Box::new(FieldError {
             at: source.clone(),
             kind: kind.to_owned(),
             name,
             field: e.path().to_string(),
             message: e.into_inner().to_string(),
-        })))
+        }))
+    })
 }
 
 fn object_name(doc: &Value) -> String {

@@ -26,3 +26,29 @@ pub fn builder_from(loaded: &[Loaded]) -> (FactsBuilder, Vec<(String, String)>) 
     }
     (b, unused)
 }
+
+/// What the server reads for one request: one consistent view, swapped atomically when
+/// the cluster changes (`tokio::sync::watch`), never locked or copied per request.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub facts: std::sync::Arc<Facts>,
+    /// `live-migration-guard.io/mode` label values by namespace; `None` when no cluster is
+    /// connected (the global mode applies everywhere).
+    pub namespace_modes: Option<std::sync::Arc<std::collections::HashMap<String, String>>>,
+    /// Whether the facts are complete enough to serve (caches synced once).
+    pub ready: bool,
+    /// Why not ready, for `/readyz`.
+    pub not_ready_reason: Option<String>,
+}
+
+impl Snapshot {
+    /// A fixed snapshot (facts from files, or none at all).
+    pub fn fixed(facts: Facts) -> Self {
+        Self {
+            facts: std::sync::Arc::new(facts),
+            namespace_modes: None,
+            ready: true,
+            not_ready_reason: None,
+        }
+    }
+}

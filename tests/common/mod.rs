@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixtures, facts and objects built from them.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
 
 use live_migration_guard::facts::load::{self, Object};

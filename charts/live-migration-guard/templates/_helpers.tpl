@@ -1,0 +1,135 @@
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "live-migration-guard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name, also the name of the Service the webhook calls. Truncated to 63
+characters (DNS label limit); the release name is used alone when it already contains the chart
+name.
+*/}}
+{{- define "live-migration-guard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version for the helm.sh/chart label. */}}
+{{- define "live-migration-guard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "live-migration-guard.labels" -}}
+helm.sh/chart: {{ include "live-migration-guard.chart" . }}
+{{ include "live-migration-guard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: admission-webhook
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels that select the webhook pods (Deployment, Service, PDB, NetworkPolicy). */}}
+{{- define "live-migration-guard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "live-migration-guard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* ServiceAccount the pods run as. */}}
+{{- define "live-migration-guard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "live-migration-guard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Container image reference: the digest wins over the tag. */}}
+{{- define "live-migration-guard.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the serving certificate Secret mounted at /etc/live-migration-guard/tls. */}}
+{{- define "live-migration-guard.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "live-migration-guard.fullname" .)) .Values.tls.secretName }}
+{{- end }}
+
+{{/* DNS names of the Service, as a YAML list: the serving certificate's SANs. */}}
+{{- define "live-migration-guard.dnsNames" -}}
+{{- $svc := include "live-migration-guard.fullname" . -}}
+- {{ $svc }}
+- {{ $svc }}.{{ .Release.Namespace }}
+- {{ $svc }}.{{ .Release.Namespace }}.svc
+- {{ $svc }}.{{ .Release.Namespace }}.svc.cluster.local
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the kubelet kills the container after this, so it must cover the
+preStop sleep, the server's shutdown delay and its drain timeout. Computed with a 5 s margin
+unless set; an explicit value that is too small fails the render.
+*/}}
+{{- define "live-migration-guard.terminationGracePeriodSeconds" -}}
+{{- $s := .Values.shutdown }}
+{{- $needed := add (int $s.preStopSleepSeconds) (int $s.delaySeconds) (int $s.timeoutSeconds) }}
+{{- if eq (toString $s.terminationGracePeriodSeconds) "" }}
+{{- add $needed 5 }}
+{{- else if le (int $s.terminationGracePeriodSeconds) $needed }}
+{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) must be larger than preStopSleepSeconds + delaySeconds + timeoutSeconds (%d), or the kubelet kills the server while it drains" (int $s.terminationGracePeriodSeconds) $needed) }}
+{{- else }}
+{{- int $s.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* Rejects invalid value combinations with a message that says what to change. */}}
+{{- define "live-migration-guard.validateValues" -}}
+{{- if not (has .Values.mode (list "warn" "deny")) }}
+{{- fail (printf "mode must be warn or deny, not %q" .Values.mode) }}
+{{- end }}
+{{- if not (has .Values.logging.format (list "json" "text")) }}
+{{- fail (printf "logging.format must be json or text, not %q" .Values.logging.format) }}
+{{- end }}
+{{- if not (has .Values.tls.mode (list "openshift-service-ca" "cert-manager" "provided" "self-signed")) }}
+{{- fail (printf "tls.mode must be one of openshift-service-ca, cert-manager, provided, self-signed, not %q" .Values.tls.mode) }}
+{{- end }}
+{{- if eq .Values.tls.mode "provided" }}
+{{- $_ := required "tls.mode=provided needs tls.secretName: the name of an existing kubernetes.io/tls Secret (tls.crt, tls.key) in the release namespace" .Values.tls.secretName }}
+{{- $bundle := required "tls.mode=provided needs tls.caBundle: the base64-encoded PEM of the CA that signed the certificate in tls.secretName (e.g. --set tls.caBundle=$(base64 -w0 ca.crt))" .Values.tls.caBundle }}
+{{- if not (contains "-----BEGIN CERTIFICATE-----" (b64dec $bundle)) }}
+{{- fail "tls.caBundle must be base64-encoded PEM (it did not decode to a -----BEGIN CERTIFICATE----- block); use $(base64 -w0 ca.crt)" }}
+{{- end }}
+{{- end }}
+{{- with .Values.tls.certManager.issuerRef }}
+{{- if not .name }}
+{{- fail "tls.certManager.issuerRef needs a name (and kind: Issuer or ClusterIssuer)" }}
+{{- end }}
+{{- end }}
+{{- $webhook := .Values.webhook }}
+{{- if not (has $webhook.failurePolicy (list "Ignore" "Fail")) }}
+{{- fail (printf "webhook.failurePolicy must be Ignore or Fail, not %q" $webhook.failurePolicy) }}
+{{- end }}
+{{- if and (eq $webhook.failurePolicy "Fail") (or (lt (int .Values.replicaCount) 2) (not .Values.podDisruptionBudget.enabled)) }}
+{{- fail "webhook.failurePolicy=Fail needs replicaCount >= 2 and podDisruptionBudget.enabled, otherwise one lost pod blocks every KubeVirt NodePool/HostedCluster write" }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and $pdb.enabled (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), otherwise no pod can ever be evicted and node drains hang" (int $pdb.minAvailable) (int .Values.replicaCount)) }}
+{{- end }}
+{{- if or (lt (int $webhook.timeoutSeconds) 1) (gt (int $webhook.timeoutSeconds) 30) }}
+{{- fail (printf "webhook.timeoutSeconds must be between 1 and 30, not %v" $webhook.timeoutSeconds) }}
+{{- end }}
+{{- if .Values.clientAuth.enabled }}
+{{- if eq (empty .Values.clientAuth.caConfigMap) (empty .Values.clientAuth.caSecret) }}
+{{- fail "clientAuth.enabled needs exactly one of clientAuth.caConfigMap or clientAuth.caSecret (the CA bundle that signs the API server's client certificate)" }}
+{{- end }}
+{{- end }}
+{{- end }}

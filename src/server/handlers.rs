@@ -1,0 +1,312 @@
+//! HTTP handlers of the webhook listener: admission, the side endpoint and the report.
+//! Thin: check the content type, take the snapshot, call the pure code, log and count.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tower::{BoxError, ServiceBuilder};
+
+use crate::admission::{self, Context, Endpoint};
+use crate::evaluate::batch::{self, Skipped};
+use crate::evaluate::{Report, Verdict};
+use crate::facts::load::{self, Limits as YamlLimits};
+
+use super::Limits;
+use super::metrics::{EndpointLabels, RequestLabels};
+use super::state::AppState;
+
+pub const NODEPOOLS_PATH: &str = "/validate/nodepools";
+pub const HOSTEDCLUSTERS_PATH: &str = "/validate/hostedclusters";
+pub const EVALUATE_PATH: &str = "/v1/evaluate";
+pub const REPORT_PATH: &str = "/v1/report";
+
+/// The webhook listener's routes, with the body limit, the in-flight bound (fast 503
+/// instead of a queue) and the per-request deadline.
+pub fn router(state: AppState, limits: &Limits) -> Router {
+    let metrics = state.metrics.clone();
+    let overload = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |err: BoxError| {
+            let metrics = metrics.clone();
+            async move {
+                if err.is::<tower::timeout::error::Elapsed>() {
+                    metrics.reject("timeout");
+                    status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Timeout",
+                        "request took longer than the server's request timeout".into(),
+                    )
+                } else {
+                    metrics.reject("overload");
+                    status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        format!("server overloaded: {err}"),
+                    )
+                }
+            }
+        }))
+        .load_shed()
+        .concurrency_limit(limits.max_in_flight)
+        .timeout(limits.request_timeout);
+    Router::new()
+        .route(NODEPOOLS_PATH, post(nodepools))
+        .route(HOSTEDCLUSTERS_PATH, post(hostedclusters))
+        .route(EVALUATE_PATH, post(evaluate))
+        .route(REPORT_PATH, get(report))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(overload)
+        .with_state(state)
+}
+
+async fn nodepools(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    admit(&s, Endpoint::NodePools, &headers, &body)
+}
+
+async fn hostedclusters(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    admit(&s, Endpoint::HostedClusters, &headers, &body)
+}
+
+fn admit(s: &AppState, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Response {
+    let start = Instant::now();
+    let path = match endpoint {
+        Endpoint::NodePools => NODEPOOLS_PATH,
+        Endpoint::HostedClusters => HOSTEDCLUSTERS_PATH,
+    };
+    s.metrics.in_flight.inc();
+    let response = admit_inner(s, endpoint, path, headers, body);
+    s.metrics.in_flight.dec();
+    s.metrics
+        .duration
+        .get_or_create(&EndpointLabels { endpoint: path })
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+fn admit_inner(
+    s: &AppState,
+    endpoint: Endpoint,
+    path: &'static str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let start = Instant::now();
+    let error = |code: StatusCode, reason: &'static str, message: String| {
+        s.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint: path,
+                kind: endpoint.kind(),
+                operation: "",
+                verdict: "",
+                decision: "error",
+                dry_run: false,
+            })
+            .inc();
+        tracing::warn!(endpoint = path, %message, "rejected admission request");
+        status(code, reason, message)
+    };
+    if !content_type_is(headers, &["application/json"]) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json (an admission.k8s.io/v1 AdmissionReview)".into(),
+        );
+    }
+    let snapshot = s.snapshot();
+    let ctx = Context {
+        facts: &snapshot.facts,
+        namespace_modes: snapshot.namespace_modes.as_deref(),
+        policy: &s.policy,
+    };
+    let outcome = match admission::review(body, endpoint, &ctx) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+    };
+    let verdict = outcome.verdict.map(Verdict::as_str).unwrap_or("");
+    s.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: path,
+            kind: endpoint.kind(),
+            operation: outcome.operation,
+            verdict,
+            decision: outcome.decision.as_str(),
+            dry_run: outcome.dry_run,
+        })
+        .inc();
+    tracing::info!(
+        uid = %outcome.uid,
+        kind = %outcome.kind,
+        namespace = outcome.namespace.as_deref().unwrap_or(""),
+        name = outcome.name.as_deref().unwrap_or(""),
+        operation = outcome.operation,
+        verdict,
+        decision = outcome.decision.as_str(),
+        mode = outcome.mode.as_str(),
+        dry_run = outcome.dry_run,
+        override_reason = outcome.override_reason.as_deref(),
+        duration_us = start.elapsed().as_micros() as u64,
+        "admission"
+    );
+    json_response(StatusCode::OK, &outcome.review)
+}
+
+#[derive(Serialize)]
+struct EvaluateResponse<'a> {
+    reports: &'a [Report],
+    #[serde(skip_serializing_if = "<[Skipped]>::is_empty")]
+    skipped: &'a [Skipped],
+}
+
+/// `POST /v1/evaluate`: NodePools/HostedClusters (single, `List`, multi-document YAML, or an
+/// AdmissionReview) judged against the server's facts; answers the report contract.
+async fn evaluate(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let start = Instant::now();
+    let count = |decision: &'static str| {
+        s.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint: EVALUATE_PATH,
+                kind: "",
+                operation: "",
+                verdict: "",
+                decision,
+                dry_run: false,
+            })
+            .inc();
+    };
+    const TYPES: [&str; 5] = [
+        "application/json",
+        "application/yaml",
+        "application/x-yaml",
+        "text/yaml",
+        "text/x-yaml",
+    ];
+    if !content_type_is(&headers, &TYPES) {
+        count("error");
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json or application/yaml".into(),
+        );
+    }
+    let loaded = match load::parse_bytes_limited(&body, "request body", YamlLimits::Request) {
+        Ok(l) => l,
+        Err(e) => {
+            count("error");
+            return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
+        }
+    };
+    let snapshot = s.snapshot();
+    let (reports, skipped) = batch::evaluate_all(&loaded, &snapshot.facts);
+    if reports.reports.is_empty() {
+        count("error");
+        let why = skipped
+            .first()
+            .map(|s| format!(": {} {}", s.source, s.reason))
+            .unwrap_or_default();
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("no NodePool or HostedCluster in the body{why}"),
+        );
+    }
+    count("allow");
+    s.metrics
+        .duration
+        .get_or_create(&EndpointLabels {
+            endpoint: EVALUATE_PATH,
+        })
+        .observe(start.elapsed().as_secs_f64());
+    json_response(
+        StatusCode::OK,
+        &EvaluateResponse {
+            reports: &reports.reports,
+            skipped: &skipped,
+        },
+    )
+}
+
+/// `GET /v1/report`: the last audit of existing objects that are not migratable.
+async fn report(State(s): State<AppState>) -> Response {
+    let audit = s.audit.borrow().clone();
+    match audit {
+        Some(reports) => json_response(StatusCode::OK, reports.as_ref()),
+        None => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "no audit has run yet (the audit needs a connected cluster; see --audit-interval)".into(),
+        ),
+    }
+}
+
+async fn not_found() -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!(
+            "no such endpoint; POST {NODEPOOLS_PATH}, {HOSTEDCLUSTERS_PATH}, {EVALUATE_PATH}; GET {REPORT_PATH}"
+        ),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "method not allowed on this endpoint".into(),
+    )
+}
+
+fn content_type_is(headers: &HeaderMap, accepted: &[&str]) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    accepted.iter().any(|a| essence.eq_ignore_ascii_case(a))
+}
+
+/// A `metav1.Status` error body, as Kubernetes clients expect.
+pub fn status(code: StatusCode, reason: &'static str, message: String) -> Response {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct StatusBody {
+        api_version: &'static str,
+        kind: &'static str,
+        status: &'static str,
+        message: String,
+        reason: &'static str,
+        code: u16,
+    }
+    json_response(
+        code,
+        &StatusBody {
+            api_version: "v1",
+            kind: "Status",
+            status: "Failure",
+            message,
+            reason,
+            code: code.as_u16(),
+        },
+    )
+}
+
+fn json_response<T: Serialize + ?Sized>(code: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the response: {e}"),
+        )
+            .into_response(),
+    }
+}

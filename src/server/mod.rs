@@ -1,0 +1,316 @@
+//! The webhook server: a TLS listener for admission and the side endpoints, a plain-HTTP
+//! ops listener, certificate reloading, and a graceful drain on shutdown.
+//!
+//! Built from a [`Config`] with [`Server::bind`] (which binds both ports, so tests can
+//! use port 0), then driven by [`Server::run`] until the shutdown future completes.
+
+pub mod handlers;
+pub mod listener;
+pub mod metrics;
+pub mod ops;
+pub mod state;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Policy;
+use crate::evaluate::Reports;
+use crate::facts::Snapshot;
+
+use metrics::{Metrics, ResultLabels};
+use state::{AppState, Health};
+use tls::{CertStore, ClientAuth, MinTls, Reload};
+
+/// Request and connection limits (issue: reliability).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// AdmissionReview body limit; controller-runtime's is 7 MiB (object + oldObject).
+    pub body_bytes: usize,
+    /// Per-request deadline, below the webhook's `timeoutSeconds`.
+    pub request_timeout: Duration,
+    /// Slow clients must send their headers within this.
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// Open connections; more are closed at once.
+    pub max_connections: usize,
+    /// Requests being served; more get 503 at once instead of queueing.
+    pub max_in_flight: usize,
+    pub h2_max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 7 * 1024 * 1024,
+            request_timeout: Duration::from_secs(4),
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_in_flight: 512,
+            h2_max_streams: 128,
+        }
+    }
+}
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// PEM files, re-read every `reload_interval`.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        reload_interval: Duration,
+    },
+    /// Generated at start for `names`; the CA bundle is written to `ca_out`.
+    Generated { names: Vec<String>, ca_out: PathBuf },
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub tls: TlsSource,
+    pub min_tls: MinTls,
+    pub client_auth: ClientAuth,
+    pub policy: Policy,
+    pub limits: Limits,
+    /// Readiness turns false at SIGTERM; we keep serving this long so endpoints converge.
+    pub shutdown_delay: Duration,
+    /// Then in-flight requests get this long to finish before connections are closed.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ops listener: {0}")]
+    Ops(std::io::Error),
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+    certs: Arc<CertStore>,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    /// Where the generated CA bundle was written, if any.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Server {
+    /// Loads (or generates) the certificate and binds both listeners. `snapshot` feeds the
+    /// facts; `audit` the `/v1/report` endpoint.
+    pub async fn bind(
+        config: Config,
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        audit: watch::Receiver<Option<Arc<Reports>>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServerError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (certs, ca_bundle) = match &config.tls {
+            TlsSource::Files { cert, key, .. } => (CertStore::from_files(cert, key, provider.clone())?, None),
+            TlsSource::Generated { names, ca_out } => {
+                let generated = crate::certs::generate(names, 365)?;
+                if let Some(dir) = ca_out.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| crate::certs::CertError::Write {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                std::fs::write(ca_out, &generated.ca_crt).map_err(|source| {
+                    crate::certs::CertError::Write {
+                        path: ca_out.display().to_string(),
+                        source,
+                    }
+                })?;
+                let store = CertStore::from_pem(
+                    generated.tls_crt.as_bytes(),
+                    generated.tls_key.as_bytes(),
+                    provider.clone(),
+                )?;
+                (store, Some(ca_out.clone()))
+            }
+        };
+        let certs = Arc::new(certs);
+        metrics.cert_expiry.set(certs.not_after() as f64);
+        let tls = Arc::new(tls::server_config(
+            certs.clone(),
+            config.min_tls,
+            &config.client_auth,
+            provider,
+        )?);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let listener = bind(config.listen).await?;
+        let ops_listener = bind(config.ops_listen).await?;
+        let state = AppState {
+            policy: Arc::new(config.policy.clone()),
+            snapshot,
+            metrics,
+            health: Arc::new(Health::default()),
+            audit,
+        };
+        Ok(Self {
+            config,
+            listener,
+            ops_listener,
+            certs,
+            tls,
+            state,
+            ca_bundle,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn ops_addr(&self) -> std::io::Result<SocketAddr> {
+        self.ops_listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains: readiness false → keep serving for
+    /// the shutdown delay → stop accepting → finish in-flight requests (bounded by the
+    /// shutdown timeout) with keep-alive connections closed cleanly.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
+        let Self {
+            config,
+            listener,
+            ops_listener,
+            certs,
+            tls,
+            state,
+            ..
+        } = self;
+        let stop_accepting = CancellationToken::new();
+        let stop_ops = CancellationToken::new();
+
+        let reloader = match &config.tls {
+            TlsSource::Files { reload_interval, .. } => Some(tokio::spawn(reload_loop(
+                certs.clone(),
+                state.metrics.clone(),
+                *reload_interval,
+            ))),
+            TlsSource::Generated { .. } => None,
+        };
+        let ops = {
+            let router = ops::router(state.clone(), certs.clone());
+            let stop = stop_ops.clone();
+            tokio::spawn(async move {
+                axum::serve(ops_listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        };
+        let app = handlers::router(state.clone(), &config.limits);
+        let accept = tokio::spawn(listener::serve_tls(
+            listener,
+            tokio_rustls::TlsAcceptor::from(tls),
+            app,
+            config.limits.clone(),
+            state.metrics.clone(),
+            config.client_auth.names.clone().into(),
+            stop_accepting.clone(),
+        ));
+
+        shutdown.await;
+        state.health.start_draining();
+        tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge");
+        tokio::time::sleep(config.shutdown_delay).await;
+        stop_accepting.cancel();
+        if let Ok(graceful) = accept.await {
+            let open = graceful.count();
+            tracing::info!(open_connections = open, timeout = ?config.shutdown_timeout, "stopped accepting; draining connections");
+            if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown timeout reached; closing the remaining connections");
+            }
+        }
+        if let Some(r) = reloader {
+            r.abort();
+        }
+        stop_ops.cancel();
+        match ops.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Ops(e)),
+            Err(e) => tracing::warn!(error = %e, "ops listener task failed"),
+        }
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+async fn reload_loop(certs: Arc<CertStore>, metrics: Arc<Metrics>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match certs.reload() {
+            Ok(Reload::Unchanged) => {}
+            Ok(Reload::Reloaded { not_after }) => {
+                metrics
+                    .cert_reloads
+                    .get_or_create(&ResultLabels { result: "reloaded" })
+                    .inc();
+                metrics.cert_expiry.set(not_after as f64);
+                tracing::info!(not_after, "serving certificate reloaded");
+            }
+            Err(e) => {
+                metrics
+                    .cert_reloads
+                    .get_or_create(&ResultLabels { result: "failed" })
+                    .inc();
+                tracing::error!(error = %e, "certificate reload failed; still serving the previous certificate");
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
