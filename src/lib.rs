@@ -3,6 +3,7 @@
 //! webhook, an HTTP endpoint and a CLI.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod evaluate;

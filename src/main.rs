@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use live_migration_guard::cli::{CertsCommand, Cli, Command, LogFormat, ServeArgs, run_evaluate};
+use live_migration_guard::cli::{
+    CertsCommand, Cli, Command, InfraCredentials, LogFormat, ServeArgs, run_evaluate,
+};
 use live_migration_guard::facts::{self, Snapshot, load};
 use live_migration_guard::server::{self, Server, metrics::Metrics};
 use tokio::sync::watch;
@@ -75,9 +77,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let config = args.server_config();
     let (audit_tx, audit_rx) = watch::channel(None);
-    let (snapshot_rx, _facts_task) = if args.uses_cluster() {
-        anyhow::bail!("--cluster=on: live cluster facts are not available in this build")
+    // `_cluster` keeps the watches alive for the life of the server.
+    let (snapshot_rx, _cluster) = if args.uses_cluster() {
+        let client = facts::cluster::client(args.kubeconfig.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to the cluster: {e}"))?;
+        let live = facts::cluster::start(
+            client,
+            facts::cluster::Options {
+                infra_credentials: args.infra_credentials == InfraCredentials::Read,
+                max_staleness: args.facts_max_staleness,
+                ..Default::default()
+            },
+        );
+        tracing::info!(
+            "watching StorageClasses, StorageProfiles, KubeVirt, HostedClusters, NodePools and labelled Namespaces"
+        );
+        if !args.audit_interval.is_zero() {
+            tokio::spawn(live_migration_guard::audit::run(
+                live.snapshot.clone(),
+                live.nodepools.clone(),
+                args.audit_interval,
+                audit_tx,
+                metrics.clone(),
+            ));
+        }
+        (live.snapshot.clone(), Some(live))
     } else {
+        drop(audit_tx);
         let mut loaded = Vec::new();
         for path in &args.facts {
             loaded.extend(
@@ -95,9 +122,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "facts from files; no cluster connected (namespace mode labels do not apply)"
         );
         let (_tx, rx) = watch::channel(Arc::new(Snapshot::fixed(facts)));
-        (rx, None::<tokio::task::JoinHandle<()>>)
+        (rx, None)
     };
-    drop(audit_tx);
     let server = Server::bind(config, snapshot_rx, audit_rx, metrics).await?;
     if let Some(ca) = &server.ca_bundle {
         tracing::info!(ca_bundle = %ca.display(), "generated a CA and serving certificate; clients can trust the CA bundle at this path");

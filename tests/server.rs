@@ -488,11 +488,14 @@ async fn ops_endpoints() {
         assert!(m.contains(want), "missing {want} in\n{m}");
     }
     // not ready while facts are not synced
-    s.snapshot.send_replace(std::sync::Arc::new(Snapshot {
-        ready: false,
-        not_ready_reason: Some("StorageClasses not synced".into()),
-        ..Snapshot::default()
-    }));
+    s.snapshot
+        .as_ref()
+        .unwrap()
+        .send_replace(std::sync::Arc::new(Snapshot {
+            ready: false,
+            not_ready_reason: Some("StorageClasses not synced".into()),
+            ..Snapshot::default()
+        }));
     assert_eq!(
         s.ops_get("/readyz").await,
         (503, "not ready: StorageClasses not synced\n".into())

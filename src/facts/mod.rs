@@ -1,6 +1,7 @@
 //! Cluster facts: the snapshot type the evaluator reads, and the ways to fill it
 //! (files for the CLI and `--facts`, kube reflectors for a live cluster).
 
+pub mod cluster;
 pub mod load;
 pub mod snapshot;
 
@@ -39,6 +40,8 @@ pub struct Snapshot {
     pub ready: bool,
     /// Why not ready, for `/readyz`.
     pub not_ready_reason: Option<String>,
+    /// How long the cluster watches have been failing (0 while healthy).
+    pub stale_seconds: f64,
 }
 
 impl Snapshot {
@@ -49,6 +52,7 @@ impl Snapshot {
             namespace_modes: None,
             ready: true,
             not_ready_reason: None,
+            stale_seconds: 0.0,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: fixtures, facts and objects built from them.
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
 pub mod server;
 
 use std::path::PathBuf;

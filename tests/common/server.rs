@@ -23,7 +23,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub ops: SocketAddr,
     pub ca_pem: String,
-    pub snapshot: watch::Sender<Arc<Snapshot>>,
+    /// Feeds the server's snapshot (fixed-facts servers only).
+    pub snapshot: Option<watch::Sender<Arc<Snapshot>>>,
     pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
@@ -53,13 +54,25 @@ impl TestServer {
     }
 
     pub async fn start_with(policy: Policy, snapshot: Snapshot, tweak: impl FnOnce(&mut Config)) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(snapshot));
+        let (_audit_tx, audit_rx) = watch::channel(None);
+        let mut s = Self::start_live(policy, rx, audit_rx, tweak).await;
+        s.snapshot = Some(tx);
+        s
+    }
+
+    /// A server reading a live snapshot (and audit) channel.
+    pub async fn start_live(
+        policy: Policy,
+        rx: watch::Receiver<Arc<Snapshot>>,
+        audit_rx: watch::Receiver<Option<Arc<live_migration_guard::evaluate::Reports>>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         // reqwest's plain-HTTP client (ops port) wants a process-wide rustls provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(policy, dir.path());
         tweak(&mut cfg);
-        let (tx, rx) = watch::channel(Arc::new(snapshot));
-        let (_audit_tx, audit_rx) = watch::channel(None);
         let metrics = Arc::new(Metrics::default());
         let server = Server::bind(cfg.clone(), rx, audit_rx, metrics.clone())
             .await
@@ -83,7 +96,7 @@ impl TestServer {
             addr,
             ops,
             ca_pem,
-            snapshot: tx,
+            snapshot: None,
             metrics,
             stop: Some(stop),
             task: Some(task),
