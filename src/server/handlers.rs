@@ -64,7 +64,28 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(overload)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_while_draining,
+        ))
         .with_state(state)
+}
+
+/// While draining, HTTP/1.1 responses carry `Connection: close`, so clients (kube-apiserver
+/// keeps idle connections) move to other replicas before the listener closes instead of
+/// racing a request against the close (HTTP/2 gets GOAWAY from the graceful shutdown).
+async fn close_while_draining(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = req.version() < axum::http::Version::HTTP_2;
+    let mut resp = next.run(req).await;
+    if http1 && s.health.draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 async fn nodepools(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

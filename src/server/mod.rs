@@ -190,6 +190,11 @@ impl Server {
         self.ops_listener.local_addr()
     }
 
+    /// Shutdown progress, for observers (tests, a future admin endpoint).
+    pub fn health(&self) -> Arc<Health> {
+        self.state.health.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains: readiness false → keep serving for
     /// the shutdown delay → stop accepting → finish in-flight requests (bounded by the
     /// shutdown timeout) with keep-alive connections closed cleanly.
@@ -239,10 +244,11 @@ impl Server {
         tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge");
         tokio::time::sleep(config.shutdown_delay).await;
         stop_accepting.cancel();
-        if let Ok(graceful) = accept.await {
-            let open = graceful.count();
+        if let Ok(drain) = accept.await {
+            state.health.mark_stopped_accepting(drain.closed_at);
+            let open = drain.count();
             tracing::info!(open_connections = open, timeout = ?config.shutdown_timeout, "stopped accepting; draining connections");
-            if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+            if tokio::time::timeout(config.shutdown_timeout, drain.shutdown())
                 .await
                 .is_err()
             {

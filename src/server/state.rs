@@ -10,10 +10,12 @@ use crate::facts::Snapshot;
 
 use super::metrics::Metrics;
 
-/// Readiness inputs that are not facts: the certificate, and whether we are draining.
+/// Shutdown progress: draining (readiness false, `Connection: close` on HTTP/1 responses),
+/// then the moment the listener stopped accepting.
 #[derive(Debug, Default)]
 pub struct Health {
     draining: AtomicBool,
+    stopped_accepting: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Health {
@@ -22,6 +24,13 @@ impl Health {
     }
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+    pub fn mark_stopped_accepting(&self, at: std::time::Instant) {
+        let _ = self.stopped_accepting.set(at);
+    }
+    /// When the listener stopped accepting connections, once it has.
+    pub fn stopped_accepting_at(&self) -> Option<std::time::Instant> {
+        self.stopped_accepting.get().copied()
     }
 }
 

@@ -26,6 +26,7 @@ pub struct TestServer {
     /// Feeds the server's snapshot (fixed-facts servers only).
     pub snapshot: Option<watch::Sender<Arc<Snapshot>>>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<live_migration_guard::server::state::Health>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -79,9 +80,11 @@ impl TestServer {
             .expect("server binds");
         let addr = server.local_addr().unwrap();
         let ops = server.ops_addr().unwrap();
+        let health = server.health();
         let ca_pem = match &cfg.tls {
             TlsSource::Generated { ca_out, .. } => std::fs::read_to_string(ca_out).unwrap(),
-            TlsSource::Files { cert, .. } => std::fs::read_to_string(cert).unwrap(),
+            // with certificate files the test owns the CA and builds its clients itself
+            TlsSource::Files { .. } => String::new(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -98,6 +101,7 @@ impl TestServer {
             ca_pem,
             snapshot: None,
             metrics,
+            health,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
@@ -135,10 +139,15 @@ impl TestServer {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
-    pub async fn stop(mut self) {
+    /// Signals shutdown (like SIGTERM) without waiting.
+    pub fn signal(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.signal();
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
