@@ -143,3 +143,77 @@ proptest! {
         }
     }
 }
+
+mod admission_fuzz {
+    //! Stable-toolchain fuzzing of AdmissionReview parsing + evaluation (CI runs the default
+    //! 256 cases; `PROPTEST_CASES=1000000 cargo test --release --test properties` runs longer;
+    //! `fuzz/` has cargo-fuzz targets for coverage-guided runs on nightly).
+    use super::*;
+    use live_migration_guard::admission::{self, Context, Endpoint, Mode, Policy};
+    use std::collections::HashMap;
+
+    const REVIEW_PATHS: &[&str] = &[
+        "/apiVersion",
+        "/kind",
+        "/request",
+        "/request/uid",
+        "/request/kind",
+        "/request/kind/group",
+        "/request/kind/kind",
+        "/request/subResource",
+        "/request/namespace",
+        "/request/operation",
+        "/request/dryRun",
+        "/request/object",
+        "/request/oldObject",
+        "/request/object/metadata/annotations",
+        "/request/object/spec/platform/kubevirt/rootVolume/persistent",
+        "/request/object/spec/platform/kubevirt/hostDevices",
+        "/request/oldObject/spec/platform/kubevirt/rootVolume/persistent/accessModes",
+    ];
+
+    fn valid_review() -> Value {
+        let np = fixture_value("nodepool-kubevirt-rwo-root-volume.yaml");
+        let old = with(np.clone(), &[("/spec/replicas", json!(7))]);
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "kind": {"group": "hypershift.openshift.io", "version": "v1beta1", "kind": "NodePool"},
+                "namespace": "clusters", "name": "test1", "operation": "UPDATE",
+                "object": np, "oldObject": old, "dryRun": false
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn admission_never_panics(
+            edits in prop::collection::vec((prop::sample::select(REVIEW_PATHS), arb_json()), 0..4),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            deny in any::<bool>(),
+            deny_unknown in any::<bool>(),
+            allow_object_override in any::<bool>(),
+            hostedclusters in any::<bool>(),
+        ) {
+            let edits: Vec<(&str, Value)> = edits.iter().map(|(p, v)| (*p, v.clone())).collect();
+            let mut body = with(valid_review(), &edits).to_string().into_bytes();
+            for (at, byte) in flips {
+                let i = at.index(body.len());
+                body[i] = byte;
+            }
+            let facts = facts_for_props();
+            let modes: HashMap<String, String> = [("clusters".to_owned(), "deny".to_owned())].into();
+            let policy = Policy { mode: if deny { Mode::Deny } else { Mode::Warn }, deny_unknown, allow_object_override };
+            let ctx = Context { facts: &facts, namespace_modes: Some(&modes), policy: &policy };
+            let endpoint = if hostedclusters { Endpoint::HostedClusters } else { Endpoint::NodePools };
+            if let Ok(outcome) = admission::review(&body, endpoint, &ctx) {
+                let r = &outcome.review.response;
+                prop_assert!(r.warnings.iter().all(|w| w.len() <= 256 && w.bytes().all(|b| (b' '..=b'~').contains(&b))));
+                prop_assert!(r.warnings.iter().map(String::len).sum::<usize>() <= 4096);
+                prop_assert_eq!(r.allowed, r.status.is_none());
+            }
+        }
+    }
+}

@@ -47,8 +47,12 @@ pub enum ReviewError {
     Malformed(#[from] serde_json::Error),
     #[error("AdmissionReview has no request")]
     NoRequest,
+    #[error("malformed AdmissionReview: expected a JSON object")]
+    NotAnObject,
     #[error("unsupported AdmissionReview apiVersion {0:?}: this webhook speaks admission.k8s.io/v1")]
     ApiVersion(String),
+    #[error("expected kind AdmissionReview, got {0:?}")]
+    Kind(String),
     #[error("request.object is required for {0}")]
     MissingObject(&'static str),
 }
@@ -71,9 +75,20 @@ pub struct Outcome {
 
 /// Reviews one AdmissionReview body.
 pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outcome, ReviewError> {
+    // serde would also accept a JSON array for a struct; an AdmissionReview is an object.
+    if body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b != b'{')
+    {
+        return Err(ReviewError::NotAnObject);
+    }
     let review: AdmissionReview<'_> = serde_json::from_slice(body)?;
     if review.api_version != review::API_VERSION {
         return Err(ReviewError::ApiVersion(review.api_version));
+    }
+    if review.kind != review::KIND {
+        return Err(ReviewError::Kind(review.kind));
     }
     let req = review.request.ok_or(ReviewError::NoRequest)?;
     // A namespace label overrides the global mode; an unparsable one is ignored.
@@ -169,8 +184,15 @@ where
 {
     let parse = |raw: &RawValue, which: &str| -> Result<T, String> {
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| policy::sanitize(&format!("{which} field `{}`: {}", e.path(), e.inner())))
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                which.to_owned()
+            } else {
+                format!("{which} field `{path}`")
+            };
+            policy::sanitize(&format!("{at}: {}", e.inner()))
+        })
     };
     let new = parse(object, "object")?;
     let old = match old {

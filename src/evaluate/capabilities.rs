@@ -27,10 +27,28 @@ const RWO_BLOCK: &[Capability] = &[(RWO, Block)];
 const RWX_FS: &[Capability] = &[(RWX, File)];
 const RWX_FS_RWO_FS: &[Capability] = &[(RWX, File), (RWO, File)];
 
+/// The StorageClass parameters [`provisioner_key`] reads; the caches keep only these.
+pub const PARAMETER_KEYS: &[&str] = &[
+    "backend",
+    "backendType",
+    "csi.storage.k8s.io/fstype",
+    "fsType",
+    "migratable",
+    "nfsOptions",
+    "protocol",
+    "selector",
+    "sharedv4_mount_options",
+    "storage_protocol",
+    "type",
+];
+
 /// The capability table key CDI derives from a StorageClass (`storageProvisionerKey`):
 /// some provisioners are split by a parameter (EBS volume type, Trident backend, …).
 pub fn provisioner_key(provisioner: &str, parameters: &BTreeMap<String, String>) -> String {
-    let param = |k: &str| parameters.get(k).map(String::as_str).unwrap_or("");
+    let param = |k: &str| {
+        debug_assert!(PARAMETER_KEYS.contains(&k), "{k} missing from PARAMETER_KEYS");
+        parameters.get(k).map(String::as_str).unwrap_or("")
+    };
     let fs_type = || param("csi.storage.k8s.io/fstype").to_ascii_lowercase();
     let has_nfs_mount_opts = || {
         let opts: Vec<&str> = param("sharedv4_mount_options").split(',').collect();
@@ -38,10 +56,10 @@ pub fn provisioner_key(provisioner: &str, parameters: &BTreeMap<String, String>)
     };
     let key = match provisioner {
         "kubernetes.io/portworx-volume" if has_nfs_mount_opts() => "kubernetes.io/portworx-volume/nfs",
-        "pxd.portworx.com" => match parameters.get("backend").map(String::as_str) {
-            Some("pure_block") => "pxd.portworx.com/pure_block",
-            Some("pure_fa_file") => "pxd.portworx.com/pure_fa_file",
-            None if has_nfs_mount_opts() => "pxd.portworx.com/nfs",
+        "pxd.portworx.com" => match (parameters.contains_key("backend"), param("backend")) {
+            (true, "pure_block") => "pxd.portworx.com/pure_block",
+            (true, "pure_fa_file") => "pxd.portworx.com/pure_fa_file",
+            (false, _) if has_nfs_mount_opts() => "pxd.portworx.com/nfs",
             _ => "pxd.portworx.com",
         },
         "csi.trident.netapp.io" => {

@@ -248,7 +248,7 @@ fn not_found(e: &watcher::Error) -> bool {
 }
 
 /// Keeps only what the rules read of a StorageClass (name, creation time, the two
-/// default-class annotations, provisioner, parameters).
+/// default-class annotations, provisioner, the parameters CDI's capability keys use).
 fn strip_storage_class(sc: &mut StorageClass) {
     let meta = &mut sc.metadata;
     meta.managed_fields = None;
@@ -257,6 +257,9 @@ fn strip_storage_class(sc: &mut StorageClass) {
     meta.finalizers = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.retain(|k, _| k == ANN_DEFAULT_CLASS || k == ANN_DEFAULT_VIRT_CLASS);
+    }
+    if let Some(p) = sc.parameters.as_mut() {
+        p.retain(|k, _| crate::evaluate::capabilities::PARAMETER_KEYS.contains(&k.as_str()));
     }
     sc.mount_options = None;
     sc.allowed_topologies = None;

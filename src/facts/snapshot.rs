@@ -205,7 +205,8 @@ impl DefaultKind {
 #[derive(Clone, Debug)]
 struct RawClass {
     provisioner: String,
-    parameters: BTreeMap<String, String>,
+    /// CDI's capability table key, derived from the provisioner and parameters.
+    capability_key: String,
     created: Option<Timestamp>,
     virt_default: bool,
     k8s_default: bool,
@@ -215,7 +216,7 @@ struct RawClass {
 #[derive(Default, Debug)]
 pub struct FactsBuilder {
     classes: BTreeMap<String, RawClass>,
-    profiles: BTreeMap<String, StorageProfile>,
+    profiles: BTreeMap<String, ProfileSets>,
     storage_known: bool,
     profiles_known: bool,
     kubevirt_versions: Vec<String>,
@@ -257,7 +258,10 @@ impl FactsBuilder {
             name,
             RawClass {
                 provisioner: sc.provisioner.clone(),
-                parameters: sc.parameters.clone().unwrap_or_default(),
+                capability_key: capabilities::provisioner_key(
+                    &sc.provisioner,
+                    sc.parameters.as_ref().unwrap_or(&BTreeMap::new()),
+                ),
                 created: sc.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 virt_default: is_true(ANN_DEFAULT_VIRT_CLASS),
                 k8s_default: is_true(ANN_DEFAULT_CLASS),
@@ -275,7 +279,18 @@ impl FactsBuilder {
             return;
         };
         self.profiles_known = true;
-        self.profiles.insert(name, sp.clone());
+        let sets = |v: Option<&Vec<ClaimPropertySet>>| v.cloned().unwrap_or_default();
+        self.profiles.insert(
+            name,
+            ProfileSets {
+                status: sets(sp.status.as_ref().and_then(|s| s.claim_property_sets.as_ref())),
+                spec: sets(sp.spec.as_ref().and_then(|s| s.claim_property_sets.as_ref())),
+                reconciled: sp
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.provisioner.is_some() || s.storage_class.is_some()),
+            },
+        );
     }
 
     pub fn kubevirt(mut self, kv: &KubeVirt) -> Self {
@@ -373,24 +388,29 @@ impl FactsBuilder {
     }
 }
 
+/// What the rules need of a StorageProfile.
+#[derive(Clone, Debug)]
+struct ProfileSets {
+    status: Vec<ClaimPropertySet>,
+    spec: Vec<ClaimPropertySet>,
+    /// CDI reconciled it (status names the provisioner or class).
+    reconciled: bool,
+}
+
 /// Claim property sets of one class, the way CDI would have them (domain §4.2).
 fn capabilities_of(
     raw: &RawClass,
-    profile: Option<&StorageProfile>,
+    profile: Option<&ProfileSets>,
 ) -> (CapabilitySource, Vec<ClaimPropertySet>) {
-    let non_empty = |v: Option<&Vec<ClaimPropertySet>>| v.filter(|v| !v.is_empty()).cloned();
     if let Some(p) = profile {
-        if let Some(sets) = non_empty(p.status.as_ref().and_then(|s| s.claim_property_sets.as_ref())) {
-            return (CapabilitySource::ProfileStatus, sets);
+        if !p.status.is_empty() {
+            return (CapabilitySource::ProfileStatus, p.status.clone());
         }
-        if let Some(sets) = non_empty(p.spec.as_ref().and_then(|s| s.claim_property_sets.as_ref())) {
-            return (CapabilitySource::ProfileSpec, sets);
+        if !p.spec.is_empty() {
+            return (CapabilitySource::ProfileSpec, p.spec.clone());
         }
-        // Reconciled (status names the provisioner) but no sets: CDI does not know it.
-        if p.status
-            .as_ref()
-            .is_some_and(|s| s.provisioner.is_some() || s.storage_class.is_some())
-        {
+        // Reconciled but no sets: CDI does not know the provisioner.
+        if p.reconciled {
             return (CapabilitySource::ProfileEmpty, Vec::new());
         }
         // A profile without status has not been reconciled yet: fall through to the table.
@@ -398,8 +418,7 @@ fn capabilities_of(
     if raw.provisioner == NO_PROVISIONER {
         return (CapabilitySource::Unknown, Vec::new());
     }
-    let key = capabilities::provisioner_key(&raw.provisioner, &raw.parameters);
-    match capabilities::capabilities(&key) {
+    match capabilities::capabilities(&raw.capability_key) {
         Some(caps) => (CapabilitySource::Builtin, caps.iter().map(to_set).collect()),
         None => (CapabilitySource::Unknown, Vec::new()),
     }
