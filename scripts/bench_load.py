@@ -50,6 +50,13 @@ def write_facts(path: Path, n: int = 1000) -> None:
     path.write_text("\n---\n".join(docs) + "\n")
 
 
+def write_bodies(path: Path) -> None:
+    """The CREATE and UPDATE reviews, one per line (oha -Z sends them in turn)."""
+    reqs = ROOT / "examples/requests"
+    path.write_text((reqs / "nodepool-create.json").read_text().strip() + "\n"
+                    + (reqs / "nodepool-update.json").read_text().strip() + "\n")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
@@ -132,9 +139,7 @@ def main() -> None:
     facts = tmp / "facts.yaml"
     write_facts(facts)
     bodies = tmp / "bodies.txt"
-    reqs = ROOT / "examples/requests"
-    bodies.write_text((reqs / "nodepool-create.json").read_text().strip() + "\n"
-                      + (reqs / "nodepool-update.json").read_text().strip() + "\n")
+    write_bodies(bodies)
     ours_ca, base_ca = tmp / "ours-ca.crt", tmp / "baseline-ca.crt"
     ours = measure("ours", [str(BIN), "serve", "--listen=127.0.0.1:18443", "--ops-listen=127.0.0.1:18080",
                            f"--facts={facts}", f"--ca-bundle-out={ours_ca}", "--shutdown-delay=0s"],

@@ -22,7 +22,7 @@ WARMUP = min(60, DURATION // 5)
 PORT, OPS = 18643, 18680
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_load import write_facts  # noqa: E402
+from bench_load import write_bodies, write_facts  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -64,8 +64,7 @@ def main() -> None:
     write_facts(facts)
     reqs = ROOT / "examples/requests"
     valid = tmp / "valid.txt"
-    valid.write_text((reqs / "nodepool-create.json").read_text().strip() + "\n"
-                     + (reqs / "nodepool-update.json").read_text().strip() + "\n")
+    write_bodies(valid)
     invalid = tmp / "invalid.txt"
     invalid.write_text("\n".join(invalid_bodies()) + "\n")
     side = tmp / "side.txt"

@@ -36,11 +36,11 @@ pub fn evaluate_all(snapshot: &Snapshot, nodepools: &[Arc<NodePool>]) -> Vec<Rep
         })
         .collect();
     for hc in facts.hosted_clusters() {
-        let key = (
-            hc.metadata.namespace.clone().unwrap_or_default(),
-            hc.metadata.name.clone().unwrap_or_default(),
-        );
-        let nps = by_cluster.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let (ns, name) = hc.key();
+        let nps = by_cluster
+            .get(&(ns.to_owned(), name.to_owned()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         reports.push(evaluate_hostedcluster(hc, facts, nps));
     }
     reports.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));

@@ -18,9 +18,6 @@ pub struct Skipped {
 }
 
 pub fn evaluate_all(inputs: &[Loaded], facts: &Facts) -> (Reports, Vec<Skipped>) {
-    let key = |ns: &Option<String>, name: &Option<String>| {
-        (ns.clone().unwrap_or_default(), name.clone().unwrap_or_default())
-    };
     let batch_hcs: Vec<&HostedCluster> = inputs
         .iter()
         .filter_map(|l| match &l.object {
@@ -39,7 +36,7 @@ pub fn evaluate_all(inputs: &[Loaded], facts: &Facts) -> (Reports, Vec<Skipped>)
                 let hc = batch_hcs
                     .iter()
                     .copied()
-                    .find(|hc| key(&hc.metadata.namespace, &hc.metadata.name) == (ns.clone(), np.spec.cluster_name.clone()))
+                    .find(|hc| hc.key() == (ns.as_str(), np.spec.cluster_name.as_str()))
                     .or_else(|| facts.hosted_cluster(&ns, &np.spec.cluster_name));
                 let report = nodepool::evaluate(np, hc, facts);
                 nodepool_verdicts.push(((ns, np.spec.cluster_name.clone()), report.name.clone(), report.verdict));
@@ -64,10 +61,10 @@ pub fn evaluate_all(inputs: &[Loaded], facts: &Facts) -> (Reports, Vec<Skipped>)
     }
     for (i, l) in inputs.iter().enumerate() {
         if let Object::HostedCluster(hc) = &l.object {
-            let k = key(&hc.metadata.namespace, &hc.metadata.name);
+            let (ns, name) = hc.key();
             let nps: Vec<(String, Verdict)> = nodepool_verdicts
                 .iter()
-                .filter(|(owner, _, _)| *owner == k)
+                .filter(|(owner, _, _)| owner.0 == ns && owner.1 == name)
                 .map(|(_, n, v)| (n.clone(), *v))
                 .collect();
             slots[i] = Some(hostedcluster::evaluate(hc, facts, &nps));

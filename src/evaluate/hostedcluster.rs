@@ -3,7 +3,7 @@
 //! guest PVC gets the infra class's first claim property set, and if that is not
 //! ReadWriteMany the node VM is `DisksNotLiveMigratable` while the volume is attached.
 
-use crate::facts::{ClassFacts, DefaultKind, Facts, InfraFacts};
+use crate::facts::{ClassFacts, DefaultKind, Facts};
 use crate::resources::hostedcluster::StorageDriverType;
 use crate::resources::meta::{annotation, display_name};
 use crate::resources::{HostedCluster, KUBEVIRT_PLATFORM, VM_JSONPATCH_ANNOTATION};
@@ -44,34 +44,7 @@ pub fn evaluate(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict
     }
     let kubevirt = hc.spec.platform.kubevirt.clone().unwrap_or_default();
     let none = Facts::none();
-    let infra = match &kubevirt.credentials {
-        None => facts,
-        Some(creds) => {
-            let ns = hc.metadata.namespace.as_deref().unwrap_or_default();
-            let name = hc.metadata.name.as_deref().unwrap_or_default();
-            match facts.infra(ns, name) {
-                Some(InfraFacts::Ready(f)) => f,
-                other => {
-                    let why = match other {
-                        Some(InfraFacts::Unavailable(why)) => why.clone(),
-                        _ => "no facts for that cluster were supplied".into(),
-                    };
-                    let secret = creds
-                        .infra_kube_config_secret
-                        .as_ref()
-                        .map(|s| s.name.as_str())
-                        .unwrap_or("<unset>");
-                    findings.push(Finding::undecided(
-                        "ExternalInfraFactsUnavailable",
-                        "spec.platform.kubevirt.credentials",
-                        format!("the VMs and their volumes live on an external infrastructure cluster (credentials Secret {ns}/{secret}), which the local facts do not describe: {why}"),
-                        format!("supply that cluster's StorageClasses and StorageProfiles (`--infra-facts {ns}/{name}=PATH`, or `--infra-credentials=read` on the server)"),
-                    ));
-                    &none
-                }
-            }
-        }
-    };
+    let infra = super::infra_facts(hc, facts, &none, "spec.platform.kubevirt.credentials", findings);
 
     let driver_type = kubevirt
         .storage_driver

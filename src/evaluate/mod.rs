@@ -22,6 +22,44 @@ pub use report::{Condition, Effect, Finding, Report, Reports, Severity, Verdict}
 use crate::facts::Facts;
 use crate::resources::{HostedCluster, NodePool};
 
+/// The facts of the cluster a HostedCluster's VMs run on: the local facts, or those of its
+/// external infrastructure cluster (`credentials`, domain §2.1, §2.5). When the latter are
+/// not available, an `Unknown` finding at `field` says why, and `none` is returned.
+fn infra_facts<'a>(
+    hc: &HostedCluster,
+    facts: &'a Facts,
+    none: &'a Facts,
+    field: &str,
+    findings: &mut Vec<Finding>,
+) -> &'a Facts {
+    let Some(creds) = hc.credentials() else {
+        return facts;
+    };
+    let (ns, name) = hc.key();
+    let why = match facts.infra(ns, name) {
+        Some(crate::facts::InfraFacts::Ready(f)) => return f,
+        Some(crate::facts::InfraFacts::Unavailable(why)) => why.clone(),
+        None => "no facts for that cluster were supplied".to_owned(),
+    };
+    let secret = creds
+        .infra_kube_config_secret
+        .as_ref()
+        .map(|s| s.name.as_str())
+        .unwrap_or("<unset>");
+    findings.push(Finding::undecided(
+        "ExternalInfraFactsUnavailable",
+        field,
+        format!(
+            "HostedCluster {ns}/{name} runs its VMs on an external infrastructure cluster (credentials Secret {ns}/{secret}, namespace {}), which the local facts do not describe: {why}",
+            creds.infra_namespace
+        ),
+        format!(
+            "supply that cluster's StorageClasses and StorageProfiles (`--infra-facts {ns}/{name}=PATH`, or `--infra-credentials=read` on the server)"
+        ),
+    ));
+    none
+}
+
 /// Predicts live-migratability of a NodePool's VMs, with its HostedCluster from the facts.
 pub fn evaluate_nodepool(np: &NodePool, facts: &Facts) -> Report {
     let namespace = np.metadata.namespace.as_deref().unwrap_or_default();

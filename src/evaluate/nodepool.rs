@@ -1,6 +1,6 @@
 //! NodePool rules: render → patch → judge (domain §1, §3, §4, §6).
 
-use crate::facts::{Facts, InfraFacts};
+use crate::facts::Facts;
 use crate::resources::meta::{annotation, display_name};
 use crate::resources::nodepool::KubevirtNodePoolPlatform;
 use crate::resources::{HostedCluster, KUBEVIRT_PLATFORM, NodePool, VM_JSONPATCH_ANNOTATION};
@@ -49,7 +49,10 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
         hosted_cluster_not_found(np, findings);
     }
     let none = Facts::none();
-    let infra = infra_facts(hc, facts, &none, findings);
+    let infra = match hc {
+        Some(hc) => super::infra_facts(hc, facts, &none, "spec.clusterName", findings),
+        None => facts,
+    };
 
     let (tpl, fields) = render_and_patch(np, platform, hc, findings);
     let judgement = judge::judge(&tpl, infra, &fields, findings);
@@ -115,50 +118,6 @@ fn hosted_cluster_not_found(np: &NodePool, findings: &mut Vec<Finding>) {
         ),
         "supply the HostedCluster with the facts (or evaluate it together with the NodePool)".into(),
     ));
-}
-
-/// The facts of the cluster the VMs run on: the local facts, or the external infra
-/// cluster's when the HostedCluster has `credentials` (§2.1, §2.5).
-fn infra_facts<'a>(
-    hc: Option<&HostedCluster>,
-    facts: &'a Facts,
-    none: &'a Facts,
-    findings: &mut Vec<Finding>,
-) -> &'a Facts {
-    let Some(hc) = hc else { return facts };
-    let Some(creds) = hc
-        .spec
-        .platform
-        .kubevirt
-        .as_ref()
-        .and_then(|k| k.credentials.as_ref())
-    else {
-        return facts;
-    };
-    let ns = hc.metadata.namespace.as_deref().unwrap_or_default();
-    let name = hc.metadata.name.as_deref().unwrap_or_default();
-    let why = match facts.infra(ns, name) {
-        Some(InfraFacts::Ready(f)) => return f,
-        Some(InfraFacts::Unavailable(why)) => why.clone(),
-        None => "no facts for that cluster were supplied".to_owned(),
-    };
-    let secret = creds
-        .infra_kube_config_secret
-        .as_ref()
-        .map(|s| s.name.as_str())
-        .unwrap_or("<unset>");
-    findings.push(Finding::undecided(
-        "ExternalInfraFactsUnavailable",
-        "spec.clusterName",
-        format!(
-            "HostedCluster {ns}/{name} runs its VMs on an external infrastructure cluster (credentials Secret {ns}/{secret}, namespace {}), which the local facts do not describe: {why}",
-            creds.infra_namespace
-        ),
-        format!(
-            "supply that cluster's StorageClasses and StorageProfiles (`--infra-facts {ns}/{name}=PATH`, or `--infra-credentials=read` on the server)"
-        ),
-    ));
-    none
 }
 
 /// Renders the template (§1.3), applies the HostedCluster's then the NodePool's JSON

@@ -373,16 +373,10 @@ async fn build_loop(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut fresh: Option<Arc<Facts>> = None;
+    let mut fresh = Arc::new(build_facts(&stores, &watches, infra.as_deref()));
     let mut marked: Option<Arc<Facts>> = None;
-    let mut dirty = true;
     loop {
-        if dirty {
-            let facts = build_facts(&stores, &watches, infra.as_deref());
-            fresh = Some(Arc::new(facts));
-            marked = None;
-        }
-        let Some(facts) = fresh.clone() else { continue };
+        let facts = fresh.clone();
         let stale = watches.stale_for();
         let facts = match &stale {
             Some((age, why)) if *age > opts.max_staleness => marked
@@ -419,15 +413,19 @@ async fn build_loop(
             not_ready_reason: ready.err(),
             stale_seconds: stale.map(|(d, _)| d.as_secs_f64()).unwrap_or(0.0),
         }));
-        tokio::select! {
+        let changed = tokio::select! {
             _ = watches.changed.notified() => {
                 tokio::time::sleep(opts.debounce).await;
-                dirty = true;
+                true
             }
-            _ = tick.tick() => dirty = false,
-        }
+            _ = tick.tick() => false,
+        };
         if let Some(infra) = &infra {
             infra.sync(&stores.hosted_clusters.state());
+        }
+        if changed {
+            fresh = Arc::new(build_facts(&stores, &watches, infra.as_deref()));
+            marked = None;
         }
     }
 }
@@ -514,20 +512,11 @@ impl InfraClusters {
     fn sync(&self, hcs: &[Arc<HostedCluster>]) {
         let mut wanted: HashMap<(String, String), (String, String)> = HashMap::new();
         for hc in hcs {
-            let Some(creds) = hc
-                .spec
-                .platform
-                .kubevirt
-                .as_ref()
-                .and_then(|k| k.credentials.as_ref())
-            else {
+            let Some(secret) = hc.credentials().and_then(|c| c.infra_kube_config_secret.as_ref()) else {
                 continue;
             };
-            let Some(secret) = &creds.infra_kube_config_secret else {
-                continue;
-            };
-            let ns = hc.metadata.namespace.clone().unwrap_or_default();
-            let name = hc.metadata.name.clone().unwrap_or_default();
+            let (ns, name) = hc.key();
+            let (ns, name) = (ns.to_owned(), name.to_owned());
             wanted.insert((ns, name), (secret.name.clone(), secret.key.clone()));
         }
         let mut clusters = self

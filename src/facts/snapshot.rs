@@ -314,10 +314,8 @@ impl FactsBuilder {
     }
 
     pub fn add_hosted_cluster(&mut self, hc: HostedCluster) {
-        let key = (
-            hc.metadata.namespace.clone().unwrap_or_default(),
-            hc.metadata.name.clone().unwrap_or_default(),
-        );
+        let (ns, name) = hc.key();
+        let key = (ns.to_owned(), name.to_owned());
         self.hosted_clusters.insert(key, Arc::new(hc));
     }
 

@@ -13,6 +13,21 @@ pub struct HostedCluster {
     pub spec: HostedClusterSpec,
 }
 
+impl HostedCluster {
+    /// `spec.platform.kubevirt.credentials`: set when the VMs run on an external cluster.
+    pub fn credentials(&self) -> Option<&KubevirtPlatformCredentials> {
+        self.spec.platform.kubevirt.as_ref()?.credentials.as_ref()
+    }
+
+    /// `(namespace, name)`.
+    pub fn key(&self) -> (&str, &str) {
+        (
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            self.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
 impl_resource!(
     HostedCluster,
     k8s_openapi::NamespaceResourceScope,

@@ -103,7 +103,7 @@ fn admit(s: &AppState, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> 
         Endpoint::HostedClusters => HOSTEDCLUSTERS_PATH,
     };
     s.metrics.in_flight.inc();
-    let response = admit_inner(s, endpoint, path, headers, body);
+    let response = admit_inner(s, endpoint, path, headers, body, start);
     s.metrics.in_flight.dec();
     s.metrics
         .duration
@@ -118,8 +118,8 @@ fn admit_inner(
     path: &'static str,
     headers: &HeaderMap,
     body: &[u8],
+    start: Instant,
 ) -> Response {
-    let start = Instant::now();
     let error = |code: StatusCode, reason: &'static str, message: String| {
         s.metrics
             .requests
