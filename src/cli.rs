@@ -105,6 +105,20 @@ pub struct ServeArgs {
     /// Accepted client certificate CN or DNS SAN (repeatable; default: any the CA signed).
     #[arg(long = "client-name", requires = "client_ca")]
     pub client_names: Vec<String>,
+    /// Serve /v1/evaluate and /v1/report on this separate HTTPS listener instead of the
+    /// admission listener.
+    #[arg(long)]
+    pub evaluate_listen: Option<std::net::SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on the --evaluate-listen listener (token read
+    /// from this file at start).
+    #[arg(long, requires = "evaluate_listen")]
+    pub evaluate_token_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA on the --evaluate-listen listener.
+    #[arg(long, requires = "evaluate_listen")]
+    pub evaluate_client_ca: Option<PathBuf>,
+    /// Accepted client CN or DNS SAN on the --evaluate-listen listener (repeatable).
+    #[arg(long = "evaluate-client-name", requires = "evaluate_client_ca")]
+    pub evaluate_client_names: Vec<String>,
     /// Global policy: warn (allow with warnings) or deny (reject error findings).
     #[arg(long, value_enum, default_value = "warn", env = "LMG_MODE")]
     pub mode: crate::admission::Mode,
@@ -160,9 +174,38 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 impl ServeArgs {
-    /// The server configuration these flags describe.
-    pub fn server_config(&self) -> crate::server::Config {
-        use crate::server::{Config, Limits, TlsSource, tls::ClientAuth};
+    /// The server configuration these flags describe (reads `--evaluate-token-file`).
+    pub fn server_config(&self) -> std::io::Result<crate::server::Config> {
+        use crate::server::{Config, Limits, SideListener, TlsSource, tls::ClientAuth};
+        let side = match self.evaluate_listen {
+            None => None,
+            Some(listen) => {
+                let token = match &self.evaluate_token_file {
+                    None => None,
+                    Some(path) => {
+                        let token = std::fs::read_to_string(path)
+                            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                        let token = token.trim().to_owned();
+                        if token.is_empty() {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("{}: the token file is empty", path.display()),
+                            ));
+                        }
+                        Some(token)
+                    }
+                };
+                let client_auth = ClientAuth {
+                    ca: self.evaluate_client_ca.clone(),
+                    names: self.evaluate_client_names.clone(),
+                };
+                Some(SideListener {
+                    listen,
+                    token,
+                    client_auth,
+                })
+            }
+        };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => TlsSource::Files {
                 cert: cert.clone(),
@@ -179,8 +222,9 @@ impl ServeArgs {
                 TlsSource::Generated { names, ca_out }
             }
         };
-        Config {
+        Ok(Config {
             listen: self.listen,
+            side,
             ops_listen: self.ops_listen,
             tls,
             min_tls: self.tls_min_version,
@@ -202,7 +246,7 @@ impl ServeArgs {
             },
             shutdown_delay: self.shutdown_delay,
             shutdown_timeout: self.shutdown_timeout,
-        }
+        })
     }
 
     /// Whether facts come from a cluster, resolving `auto`.

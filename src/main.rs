@@ -75,7 +75,7 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let config = args.server_config();
+    let config = args.server_config().context("--evaluate-token-file")?;
     let (audit_tx, audit_rx) = watch::channel(None);
     // `_cluster` keeps the watches alive for the life of the server.
     let (snapshot_rx, _cluster) = if args.uses_cluster() {
@@ -127,6 +127,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::bind(config, snapshot_rx, audit_rx, metrics).await?;
     if let Some(ca) = &server.ca_bundle {
         tracing::info!(ca_bundle = %ca.display(), "generated a CA and serving certificate; clients can trust the CA bundle at this path");
+    }
+    if let Some(side) = server.side_addr() {
+        tracing::info!(listen = %side?, token = args.evaluate_token_file.is_some(), "serving /v1/evaluate and /v1/report on a separate listener");
     }
     tracing::info!(
         listen = %server.local_addr()?,

@@ -548,3 +548,128 @@ async fn tls_1_3_only() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn side_endpoint_on_its_own_listener_behind_a_token_and_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = client_ca();
+    let ca_path = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let s = TestServer::start_with(Policy::default(), Snapshot::fixed(Facts::none()), |c| {
+        c.side = Some(live_migration_guard::server::SideListener {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: Some("s3cret".into()),
+            client_auth: ClientAuth {
+                ca: Some(ca_path.clone()),
+                names: vec!["ci-pipeline".into()],
+            },
+        });
+    })
+    .await;
+    let side = s.side.expect("side listener");
+    let yaml = fixture_text("nodepool-kubevirt-rwo-root-volume.yaml");
+    let pipeline = client_identity(&ca, "ci-pipeline");
+    let post = |client: reqwest::Client, addr: std::net::SocketAddr, path: &str, token: Option<&str>| {
+        let mut req = client
+            .post(format!("https://{SERVICE_HOST}:{}{path}", addr.port()))
+            .header("Content-Type", "application/yaml")
+            .body(yaml.clone());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            req.send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let with_cert = || client_for(&s.ca_pem, side, false, Some((&pipeline.0, &pipeline.1)));
+    assert_eq!(
+        post(with_cert(), side, "/v1/evaluate", Some("s3cret")).await,
+        Ok(200)
+    );
+    assert_eq!(
+        post(with_cert(), side, "/v1/evaluate", None).await,
+        Ok(401),
+        "no token"
+    );
+    assert_eq!(
+        post(with_cert(), side, "/v1/evaluate", Some("guess")).await,
+        Ok(401),
+        "wrong token"
+    );
+    assert!(
+        post(
+            client_for(&s.ca_pem, side, false, None),
+            side,
+            "/v1/evaluate",
+            Some("s3cret")
+        )
+        .await
+        .is_err(),
+        "no client certificate"
+    );
+    assert_eq!(
+        post(with_cert(), side, "/validate/nodepools", Some("s3cret")).await,
+        Ok(404),
+        "no admission on the side listener"
+    );
+    // the admission listener no longer serves the side endpoints, and needs no client certificate
+    assert_eq!(post(s.client(false), s.addr, "/v1/evaluate", None).await, Ok(404));
+    assert_eq!(
+        admit(&s.client(false), &s.url("/validate/nodepools"), &body()).await,
+        Ok(200)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn certs_generate_writes_a_usable_service_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_live-migration-guard"))
+        .args([
+            "certs",
+            "generate",
+            "--service",
+            "lmg",
+            "--namespace",
+            "guard",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("lmg, lmg.guard, lmg.guard.svc, lmg.guard.svc.cluster.local")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the key is private");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let s = TestServer::start_with(Policy::default(), Snapshot::fixed(Facts::none()), |c| {
+        c.tls = TlsSource::Files {
+            cert,
+            key,
+            reload_interval: Duration::from_secs(10),
+        };
+    })
+    .await;
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    for name in ["lmg.guard.svc", "lmg.guard.svc.cluster.local"] {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config(&ca, None))
+            .resolve(name, s.addr)
+            .build()
+            .unwrap();
+        let url = format!("https://{name}:{}/validate/nodepools", s.addr.port());
+        assert_eq!(admit(&client, &url, &body()).await, Ok(200), "{name}");
+    }
+    s.stop().await;
+}

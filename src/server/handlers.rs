@@ -1,6 +1,7 @@
 //! HTTP handlers of the webhook listener: admission, the side endpoint and the report.
 //! Thin: check the content type, take the snapshot, call the pure code, log and count.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -27,9 +28,20 @@ pub const HOSTEDCLUSTERS_PATH: &str = "/validate/hostedclusters";
 pub const EVALUATE_PATH: &str = "/v1/evaluate";
 pub const REPORT_PATH: &str = "/v1/report";
 
-/// The webhook listener's routes, with the body limit, the in-flight bound (fast 503
-/// instead of a queue) and the per-request deadline.
-pub fn router(state: AppState, limits: &Limits) -> Router {
+/// Which endpoints a TLS listener serves.
+#[derive(Clone, Debug)]
+pub enum Routes {
+    /// Admission and the side endpoints on one listener (the default).
+    All,
+    /// Admission only: the side endpoints have their own listener.
+    Admission,
+    /// The side endpoints only, optionally behind a bearer token.
+    Side { token: Option<Arc<str>> },
+}
+
+/// A listener's routes, with the body limit, the in-flight bound (fast 503 instead of a
+/// queue) and the per-request deadline.
+pub fn router(state: AppState, limits: &Limits, routes: Routes) -> Router {
     let metrics = state.metrics.clone();
     let overload = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(move |err: BoxError| {
@@ -55,11 +67,21 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .load_shed()
         .concurrency_limit(limits.max_in_flight)
         .timeout(limits.request_timeout);
-    Router::new()
+    let admission = Router::new()
         .route(NODEPOOLS_PATH, post(nodepools))
-        .route(HOSTEDCLUSTERS_PATH, post(hostedclusters))
+        .route(HOSTEDCLUSTERS_PATH, post(hostedclusters));
+    let side = Router::new()
         .route(EVALUATE_PATH, post(evaluate))
-        .route(REPORT_PATH, get(report))
+        .route(REPORT_PATH, get(report));
+    let routes = match routes {
+        Routes::All => admission.merge(side),
+        Routes::Admission => admission,
+        Routes::Side { token: None } => side,
+        Routes::Side { token: Some(token) } => {
+            side.layer(axum::middleware::from_fn_with_state(token, require_token))
+        }
+    };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
@@ -69,6 +91,31 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
             close_while_draining,
         ))
         .with_state(state)
+}
+
+/// `Authorization: Bearer <token>` on the side listener (compared in constant time).
+async fn require_token(
+    State(token): State<Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        presented.as_bytes(),
+        token.as_bytes(),
+    )) {
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "this endpoint needs `Authorization: Bearer <token>` (see --evaluate-token-file)".into(),
+        );
+    }
+    next.run(req).await
 }
 
 /// While draining, HTTP/1.1 responses carry `Connection: close`, so clients (kube-apiserver

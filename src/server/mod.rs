@@ -72,9 +72,21 @@ pub enum TlsSource {
     Generated { names: Vec<String>, ca_out: PathBuf },
 }
 
+/// An optional separate listener for `/v1/evaluate` and `/v1/report`, so they can be
+/// reached (and protected) apart from the admission endpoints.
+#[derive(Clone, Debug)]
+pub struct SideListener {
+    pub listen: SocketAddr,
+    /// Required `Authorization: Bearer` token, if any.
+    pub token: Option<String>,
+    /// Client certificates required on this listener, if any.
+    pub client_auth: ClientAuth,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub side: Option<SideListener>,
     pub ops_listen: SocketAddr,
     pub tls: TlsSource,
     pub min_tls: MinTls,
@@ -103,13 +115,20 @@ pub enum ServerError {
     Ops(std::io::Error),
 }
 
+/// One bound TLS listener and what it serves.
+struct Bound {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    routes: handlers::Routes,
+    allowed_clients: Arc<[String]>,
+}
+
 /// A bound, not yet running, server.
 pub struct Server {
     config: Config,
-    listener: TcpListener,
+    listeners: Vec<Bound>,
     ops_listener: TcpListener,
     certs: Arc<CertStore>,
-    tls: Arc<rustls::ServerConfig>,
     state: AppState,
     /// Where the generated CA bundle was written, if any.
     pub ca_bundle: Option<PathBuf>,
@@ -151,18 +170,39 @@ impl Server {
         };
         let certs = Arc::new(certs);
         metrics.cert_expiry.set(certs.not_after() as f64);
-        let tls = Arc::new(tls::server_config(
-            certs.clone(),
-            config.min_tls,
-            &config.client_auth,
-            provider,
-        )?);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
-        let listener = bind(config.listen).await?;
+        let tls_for = |auth: &ClientAuth| -> Result<Arc<rustls::ServerConfig>, ServerError> {
+            Ok(Arc::new(tls::server_config(
+                certs.clone(),
+                config.min_tls,
+                auth,
+                provider.clone(),
+            )?))
+        };
+        let mut listeners = vec![Bound {
+            listener: bind(config.listen).await?,
+            tls: tls_for(&config.client_auth)?,
+            routes: if config.side.is_some() {
+                handlers::Routes::Admission
+            } else {
+                handlers::Routes::All
+            },
+            allowed_clients: config.client_auth.names.clone().into(),
+        }];
+        if let Some(side) = &config.side {
+            listeners.push(Bound {
+                listener: bind(side.listen).await?,
+                tls: tls_for(&side.client_auth)?,
+                routes: handlers::Routes::Side {
+                    token: side.token.as_deref().map(Arc::from),
+                },
+                allowed_clients: side.client_auth.names.clone().into(),
+            });
+        }
         let ops_listener = bind(config.ops_listen).await?;
         let state = AppState {
             policy: Arc::new(config.policy.clone()),
@@ -173,17 +213,22 @@ impl Server {
         };
         Ok(Self {
             config,
-            listener,
+            listeners,
             ops_listener,
             certs,
-            tls,
             state,
             ca_bundle,
         })
     }
 
+    /// The admission listener's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].listener.local_addr()
+    }
+
+    /// The side listener's address, when configured.
+    pub fn side_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.listeners.get(1).map(|b| b.listener.local_addr())
     }
 
     pub fn ops_addr(&self) -> std::io::Result<SocketAddr> {
@@ -201,10 +246,9 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
         let Self {
             config,
-            listener,
+            listeners,
             ops_listener,
             certs,
-            tls,
             state,
             ..
         } = self;
@@ -228,32 +272,41 @@ impl Server {
                     .await
             })
         };
-        let app = handlers::router(state.clone(), &config.limits);
-        let accept = tokio::spawn(listener::serve_tls(
-            listener,
-            tokio_rustls::TlsAcceptor::from(tls),
-            app,
-            config.limits.clone(),
-            state.metrics.clone(),
-            config.client_auth.names.clone().into(),
-            stop_accepting.clone(),
-        ));
+        let accepts: Vec<_> = listeners
+            .into_iter()
+            .map(|b| {
+                tokio::spawn(listener::serve_tls(
+                    b.listener,
+                    tokio_rustls::TlsAcceptor::from(b.tls),
+                    handlers::router(state.clone(), &config.limits, b.routes),
+                    config.limits.clone(),
+                    state.metrics.clone(),
+                    b.allowed_clients,
+                    stop_accepting.clone(),
+                ))
+            })
+            .collect();
 
         shutdown.await;
         state.health.start_draining();
         tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge");
         tokio::time::sleep(config.shutdown_delay).await;
         stop_accepting.cancel();
-        if let Ok(drain) = accept.await {
-            state.health.mark_stopped_accepting(drain.closed_at);
-            let open = drain.count();
-            tracing::info!(open_connections = open, timeout = ?config.shutdown_timeout, "stopped accepting; draining connections");
-            if tokio::time::timeout(config.shutdown_timeout, drain.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!("shutdown timeout reached; closing the remaining connections");
+        let mut drains = Vec::new();
+        for accept in accepts {
+            match accept.await {
+                Ok(drain) => drains.push(drain),
+                Err(e) => tracing::warn!(error = %e, "listener task failed"),
             }
+        }
+        if let Some(closed_at) = drains.iter().map(|d| d.closed_at).max() {
+            state.health.mark_stopped_accepting(closed_at);
+        }
+        let open: usize = drains.iter().map(listener::Drain::count).sum();
+        tracing::info!(open_connections = open, timeout = ?config.shutdown_timeout, "stopped accepting; draining connections");
+        let all = futures::future::join_all(drains.into_iter().map(listener::Drain::shutdown));
+        if tokio::time::timeout(config.shutdown_timeout, all).await.is_err() {
+            tracing::warn!("shutdown timeout reached; closing the remaining connections");
         }
         if let Some(r) = reloader {
             r.abort();

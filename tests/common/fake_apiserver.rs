@@ -57,6 +57,9 @@ pub struct FakeApiServer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// An idle watch sends a BOOKMARK this often (short, so tests exercise them).
+const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
+
 pub const STORAGE_CLASSES: &str = "/apis/storage.k8s.io/v1/storageclasses";
 pub const STORAGE_PROFILES: &str = "/apis/cdi.kubevirt.io/v1beta1/storageprofiles";
 pub const KUBEVIRTS: &str = "/apis/kubevirt.io/v1/kubevirts";
@@ -379,7 +382,7 @@ async fn handle(State(s): State<Shared>, uri: Uri) -> Response {
                     _ = s.stop.cancelled() => return None,
                     _ = tokio::time::sleep_until(deadline) => return None,
                     changed = rx.changed() => if changed.is_err() { return None },
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    _ = tokio::time::sleep(BOOKMARK_EVERY) => {
                         let (api_version, kind) = {
                             let inner = s.inner.lock().unwrap();
                             let coll = inner.collections.get(&path)?;

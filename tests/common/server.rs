@@ -21,6 +21,8 @@ pub const SERVICE_HOST: &str = "live-migration-guard.webhooks.svc";
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The separate /v1/evaluate listener, when configured.
+    pub side: Option<SocketAddr>,
     pub ops: SocketAddr,
     pub ca_pem: String,
     /// Feeds the server's snapshot (fixed-facts servers only).
@@ -35,6 +37,7 @@ pub struct TestServer {
 pub fn config(policy: Policy, dir: &std::path::Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        side: None,
         ops_listen: "127.0.0.1:0".parse().unwrap(),
         tls: TlsSource::Generated {
             names: vec!["localhost".into(), "127.0.0.1".into(), SERVICE_HOST.into()],
@@ -81,6 +84,7 @@ impl TestServer {
         let addr = server.local_addr().unwrap();
         let ops = server.ops_addr().unwrap();
         let health = server.health();
+        let side = server.side_addr().map(Result::unwrap);
         let ca_pem = match &cfg.tls {
             TlsSource::Generated { ca_out, .. } => std::fs::read_to_string(ca_out).unwrap(),
             // with certificate files the test owns the CA and builds its clients itself
@@ -97,6 +101,7 @@ impl TestServer {
         });
         Self {
             addr,
+            side,
             ops,
             ca_pem,
             snapshot: None,
