@@ -835,3 +835,241 @@ fn runtime_validation_errors() {
         assert_eq!(finding(&r, reason).severity, Severity::Error);
     }
 }
+
+/// A NodePool on RBD (RWX) whose VM template is changed by a NodePool JSON patch.
+fn patched(ops: Value) -> Value {
+    with(
+        minimal(),
+        &[
+            (&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd")),
+            (
+                "/metadata/annotations",
+                json!({ "hypershift.openshift.io/kubevirt-vm-jsonpatch": ops.to_string() }),
+            ),
+        ],
+    )
+}
+
+// §3.3–§3.6 through JSON patches: GPUs by version, pod-network bindings, other volume kinds,
+// the DataVolume `pvc` API and the CPU model.
+#[test]
+fn patched_devices_bindings_and_volumes() {
+    let gpu = |n: usize| {
+        let gpus: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("gpu{i}"), "deviceName": "nvidia.com/GRID_T4-1Q"}))
+            .collect();
+        patched(json!([{"op": "add", "path": "/spec/template/spec/domain/devices/gpus", "value": gpus}]))
+    };
+    let iface = |binding: Value| {
+        patched(
+            json!([{"op": "replace", "path": "/spec/template/spec/domain/devices/interfaces/0", "value": binding}]),
+        )
+    };
+    let volume =
+        |v: Value| patched(json!([{"op": "add", "path": "/spec/template/spec/volumes/-", "value": v}]));
+    let dv = |spec: Value| {
+        patched(json!([
+            {"op": "add", "path": "/spec/dataVolumeTemplates/-", "value": {"metadata": {"name": "data"}, "spec": spec}},
+            {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {"name": "data", "dataVolume": {"name": "data"}}},
+        ]))
+    };
+    let cases: Vec<(&str, Value, &str, Verdict, &str, Option<&str>)> = vec![
+        (
+            "one GPU on v1.8",
+            gpu(1),
+            "v1.8.2",
+            Verdict::NotMigratable,
+            "HostDeviceNotLiveMigratable",
+            Some("VMI uses a PCI host devices"),
+        ),
+        (
+            "one GPU on v1.9",
+            gpu(1),
+            "v1.9.0",
+            Verdict::Unknown,
+            "GPUMigrationDependsOnFeatureGate",
+            None,
+        ),
+        (
+            "two GPUs on v1.9",
+            gpu(2),
+            "v1.9.0",
+            Verdict::NotMigratable,
+            "HostDeviceNotLiveMigratable",
+            Some("VMI specifies too many GPUs"),
+        ),
+        (
+            "masquerade on the pod network",
+            iface(json!({"name": "default", "masquerade": {}})),
+            "v1.7.0",
+            Verdict::Migratable,
+            "",
+            None,
+        ),
+        (
+            "SR-IOV on the pod network",
+            iface(json!({"name": "default", "sriov": {}})),
+            "v1.8.0",
+            Verdict::NotMigratable,
+            "InterfaceNotLiveMigratable",
+            Some(
+                "cannot migrate VMI which does not use masquerade or a migratable plugin to connect to the pod network",
+            ),
+        ),
+        (
+            "binding plugin",
+            iface(json!({"name": "default", "binding": {"name": "l2bridge"}})),
+            "v1.8.0",
+            Verdict::Unknown,
+            "NetworkBindingPluginUnknown",
+            None,
+        ),
+        (
+            "bridge on v0.59 (annotation unknown)",
+            minimal_rbd(),
+            "v0.59.0",
+            Verdict::NotMigratable,
+            "InterfaceNotLiveMigratable",
+            Some("cannot migrate VMI which does not use masquerade to connect to the pod network"),
+        ),
+        (
+            "non-shared hostDisk",
+            volume(json!({"name": "scratch", "hostDisk": {"path": "/var/scratch", "type": "DiskOrCreate"}})),
+            "v1.8.0",
+            Verdict::NotMigratable,
+            "DisksNotLiveMigratable",
+            Some("cannot migrate VMI with non-shared HostDisk"),
+        ),
+        (
+            "shared hostDisk",
+            volume(json!({"name": "scratch", "hostDisk": {"path": "/nfs", "shared": true}})),
+            "v1.8.0",
+            Verdict::Migratable,
+            "",
+            None,
+        ),
+        (
+            "existing PVC",
+            volume(json!({"name": "logs", "persistentVolumeClaim": {"claimName": "logs"}})),
+            "v1.8.0",
+            Verdict::Unknown,
+            "PVCAccessModesUnknown",
+            None,
+        ),
+        (
+            "containerDisk",
+            volume(json!({"name": "tools", "containerDisk": {"image": "quay.io/x/tools"}})),
+            "v1.8.0",
+            Verdict::Migratable,
+            "",
+            None,
+        ),
+        (
+            "extra RWO DataVolume",
+            dv(json!({"storage": {"accessModes": [RWO], "storageClassName": "gp3-csi"}})),
+            "v1.8.0",
+            Verdict::NotMigratable,
+            "DisksNotLiveMigratable",
+            Some("PVC example-1-data is not shared"),
+        ),
+        (
+            "pvc API with RWX on RBD",
+            dv(json!({"pvc": {"accessModes": [RWX], "storageClassName": "ceph-rbd", "volumeMode": "Block"}})),
+            "v1.8.0",
+            Verdict::Migratable,
+            "",
+            None,
+        ),
+        (
+            "pvc API without accessModes",
+            dv(json!({"pvc": {"storageClassName": "ceph-rbd"}})),
+            "v1.8.0",
+            Verdict::NotMigratable,
+            "MissingAccessModes",
+            None,
+        ),
+        (
+            "CPU host-passthrough",
+            patched(
+                json!([{"op": "add", "path": "/spec/template/spec/domain/cpu/model", "value": "host-passthrough"}]),
+            ),
+            "v1.8.0",
+            Verdict::Migratable,
+            "CPUModelHostPassthrough",
+            None,
+        ),
+    ];
+    for (name, np, version, verdict, reason, vmi_message) in cases {
+        let r = eval(np, &cluster_facts(&[kubevirt(version)]));
+        assert_eq!(r.verdict, verdict, "{name}: {:#?}", r.findings);
+        if !reason.is_empty() {
+            // findings caused by the patch point at its annotation; the unpatched case at the NodePool
+            let want = if name.starts_with("bridge") {
+                "spec.platform.kubevirt.attachDefaultNetwork"
+            } else {
+                "metadata.annotations[hypershift.openshift.io/kubevirt-vm-jsonpatch]"
+            };
+            assert_eq!(finding(&r, reason).field, want, "{name}");
+        }
+        if let Some(msg) = vmi_message {
+            let c = r
+                .condition
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: condition"));
+            assert!(c.message.contains(msg), "{name}: {}", c.message);
+        }
+    }
+}
+
+fn minimal_rbd() -> Value {
+    with(
+        minimal(),
+        &[(&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd"))],
+    )
+}
+
+// §4.2: spec-only profiles (not reconciled yet), local no-provisioner classes, the rootVolume type.
+#[test]
+fn profile_sources_and_root_volume_type() {
+    let spec_only = r#"{"apiVersion":"cdi.kubevirt.io/v1beta1","kind":"StorageProfile","metadata":{"name":"custom"},"spec":{"claimPropertySets":[{"accessModes":["ReadWriteMany"],"volumeMode":"Block"}]}}"#;
+    let f = cluster_facts(&[
+        storage_class("custom", "example.com/custom", &[], None),
+        spec_only.to_owned(),
+    ]);
+    let r = eval(
+        with(
+            minimal(),
+            &[(&format!("{PERSISTENT}/storageClass"), json!("custom"))],
+        ),
+        &f,
+    );
+    assert_eq!(
+        r.verdict,
+        Verdict::Migratable,
+        "spec.claimPropertySets count before CDI copies them: {:#?}",
+        r.findings
+    );
+
+    let f = cluster_facts(&[storage_class("local", "kubernetes.io/no-provisioner", &[], None)]);
+    let r = eval(
+        with(
+            minimal(),
+            &[(&format!("{PERSISTENT}/storageClass"), json!("local"))],
+        ),
+        &f,
+    );
+    assert_eq!(
+        r.verdict,
+        Verdict::Unknown,
+        "local PVs: CDI derives modes from existing PVs we do not watch"
+    );
+
+    let r = eval(
+        with(
+            minimal(),
+            &[("/spec/platform/kubevirt/rootVolume/type", json!("Ephemeral"))],
+        ),
+        &cluster_facts(&[]),
+    );
+    assert_eq!(finding(&r, "UnsupportedRootVolumeType").severity, Severity::Error);
+}

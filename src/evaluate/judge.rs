@@ -152,24 +152,27 @@ fn check_interfaces(
         if annotated && version.at_least(1, 0) != Some(false) {
             return None;
         }
-        return fail(
-            findings,
-            if annotated {
+        let (detail, fix) = if annotated {
+            (
                 format!(
-                    "the pod-network interface {} uses bridge binding, which KubeVirt {} cannot live migrate",
+                    "the pod-network interface {} uses bridge binding; KubeVirt {} predates the {ALLOW_POD_BRIDGE_MIGRATION} annotation (v1.0.0) and cannot live migrate it",
                     iface.name,
                     version_text(version)
-                )
-            } else {
+                ),
+                "upgrade the infrastructure cluster to KubeVirt v1.0.0 or newer".to_owned(),
+            )
+        } else {
+            (
                 format!(
                     "the pod-network interface {} uses bridge binding without the VMI annotation {ALLOW_POD_BRIDGE_MIGRATION}",
                     iface.name
-                )
-            },
-            format!(
-                "keep the bridge binding and the {ALLOW_POD_BRIDGE_MIGRATION} annotation HyperShift sets (do not patch them away)"
-            ),
-        );
+                ),
+                format!(
+                    "keep the {ALLOW_POD_BRIDGE_MIGRATION} annotation HyperShift sets (do not patch it away)"
+                ),
+            )
+        };
+        return fail(findings, detail, fix);
     }
     if let Some(plugin) = &iface.binding {
         findings.push(Finding::undecided(
