@@ -145,7 +145,7 @@ pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outc
             evaluate_pair::<HostedCluster>(object, old, |hc| evaluate_hostedcluster(hc, ctx.facts, &[]))
         }
     };
-    let (new, old, annotations) = match evaluated {
+    let (new, old, requested) = match evaluated {
         Ok(v) => v,
         Err(e) => {
             // The API server validated the object against the CRD; if we still cannot read
@@ -156,14 +156,7 @@ pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outc
             ));
         }
     };
-    let decision = policy::decide(
-        ctx.policy,
-        mode,
-        &req.uid,
-        &new,
-        old.as_ref(),
-        annotations.as_ref(),
-    );
+    let decision = policy::decide(ctx.policy, mode, &req.uid, &new, old.as_ref(), &requested);
     outcome.verdict = Some(new.verdict);
     outcome.decision = decision.kind;
     outcome.override_reason = decision.override_reason;
@@ -171,14 +164,12 @@ pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outc
     Ok(outcome)
 }
 
-type Annotations = std::collections::BTreeMap<String, String>;
-
 /// Parses and evaluates the new object and, on UPDATE, the old one.
 fn evaluate_pair<T>(
     object: &RawValue,
     old: Option<&RawValue>,
     eval: impl Fn(&T) -> Report,
-) -> Result<(Report, Option<Report>, Option<Annotations>), String>
+) -> Result<(Report, Option<Report>, policy::Override), String>
 where
     T: DeserializeOwned + kube::Resource,
 {
@@ -199,7 +190,11 @@ where
         Some(raw) => parse(raw, "oldObject").ok().map(|o| eval(&o)),
         None => None,
     };
-    Ok((eval(&new), old, new.meta().annotations.clone()))
+    Ok((
+        eval(&new),
+        old,
+        policy::Override::from_annotations(new.meta().annotations.as_ref()),
+    ))
 }
 
 fn warn_only(mut outcome: Outcome, warning: String) -> Outcome {

@@ -81,6 +81,24 @@ impl Default for Policy {
     }
 }
 
+/// An owner's request to downgrade a denial: the object's `live-migration-guard.io/mode`
+/// and `live-migration-guard.io/reason` annotations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Override {
+    pub mode: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Override {
+    pub fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> Self {
+        let get = |k: &str| annotations.and_then(|a| a.get(k)).map(|v| v.trim().to_owned());
+        Self {
+            mode: get(MODE_KEY),
+            reason: get(REASON_KEY).filter(|r| !r.is_empty()),
+        }
+    }
+}
+
 /// What was decided, for the response, the metrics and the log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecisionKind {
@@ -108,16 +126,16 @@ pub struct Decision {
 }
 
 /// Decides for one evaluated object. `mode` is the effective mode (namespace label applied);
-/// `annotations` are the new object's.
+/// `requested` is the new object's override request.
 pub fn decide(
     policy: &Policy,
     mode: Mode,
     uid: &str,
     new: &Report,
     old: Option<&Report>,
-    annotations: Option<&BTreeMap<String, String>>,
+    requested: &Override,
 ) -> Decision {
-    let mut warnings = warning_lines(new.findings.iter(), &[]);
+    let mut warnings = warning_lines(new.findings.iter());
     let had =
         |f: &Finding| old.is_some_and(|o| o.errors().any(|e| e.reason == f.reason && e.field == f.field));
     let introduced: Vec<&Finding> = new.errors().filter(|f| !had(f)).collect();
@@ -149,28 +167,24 @@ pub fn decide(
     }
 
     // A denial: can the owner downgrade it?
-    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(|v| v.trim().to_owned());
-    match annotation(MODE_KEY).map(|m| m.parse::<Mode>()) {
-        Some(Ok(requested @ (Mode::Warn | Mode::Off))) => {
-            let reason = annotation(REASON_KEY).filter(|r| !r.is_empty());
-            match (policy.allow_object_override, reason) {
-                (true, Some(reason)) => {
-                    response
-                        .audit_annotations
-                        .insert(OVERRIDE_AUDIT_KEY.to_owned(), sanitize(&format!("{requested}: {reason}")));
-                    let warnings = if requested == Mode::Off { Vec::new() } else { warnings };
-                    return allow(response, warnings, Some(reason));
-                }
-                (true, None) => warnings.insert(
-                    0,
-                    format!("live-migration-guard: {MODE_KEY}={requested} is ignored without a {REASON_KEY} annotation"),
-                ),
-                (false, _) => warnings.insert(
-                    0,
-                    format!("live-migration-guard: {MODE_KEY}={requested} is ignored: this server does not allow object overrides"),
-                ),
+    match requested.mode.as_deref().map(str::parse::<Mode>) {
+        Some(Ok(wanted @ (Mode::Warn | Mode::Off))) => match (policy.allow_object_override, &requested.reason) {
+            (true, Some(reason)) => {
+                response
+                    .audit_annotations
+                    .insert(OVERRIDE_AUDIT_KEY.to_owned(), sanitize(&format!("{wanted}: {reason}")));
+                let warnings = if wanted == Mode::Off { Vec::new() } else { warnings };
+                return allow(response, warnings, Some(reason.clone()));
             }
-        }
+            (true, None) => warnings.insert(
+                0,
+                format!("live-migration-guard: {MODE_KEY}={wanted} is ignored without a {REASON_KEY} annotation"),
+            ),
+            (false, _) => warnings.insert(
+                0,
+                format!("live-migration-guard: {MODE_KEY}={wanted} is ignored: this server does not allow object overrides"),
+            ),
+        },
         Some(Err(e)) => warnings.insert(
             0,
             sanitize(&format!("live-migration-guard: annotation {MODE_KEY}: {e}")),
@@ -242,14 +256,13 @@ fn denial_status(report: &Report, blocking: &[&Finding]) -> Status {
 }
 
 /// One line per error or warning finding: `<reason>: <field>: <fix>`, within the limits.
-pub fn warning_lines<'a>(findings: impl Iterator<Item = &'a Finding>, prefix: &[String]) -> Vec<String> {
-    let mut lines: Vec<String> = prefix.to_vec();
-    lines.extend(
+pub fn warning_lines<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<String> {
+    fit_warnings(
         findings
             .filter(|f| f.severity != Severity::Info)
-            .map(|f| sanitize(&format!("{}: {}: {}", f.reason, f.field, f.fix))),
-    );
-    fit_warnings(lines)
+            .map(|f| sanitize(&format!("{}: {}: {}", f.reason, f.field, f.fix)))
+            .collect(),
+    )
 }
 
 /// Cuts each warning to 256 characters and the list to 4,096 in total, ending with a line
