@@ -59,6 +59,17 @@ fn verdict_of(snapshot: &Snapshot, np: &Value) -> String {
         .to_owned()
 }
 
+/// The minimal NodePool is `Unknown` against `snap`, with a finding of `reason`.
+fn unknown_because(snap: &Snapshot, reason: &str) -> live_migration_guard::evaluate::Finding {
+    let report = live_migration_guard::evaluate::evaluate_nodepool(&nodepool(minimal_np()), &snap.facts);
+    assert_eq!(report.verdict.as_str(), "Unknown", "{:#?}", report.findings);
+    report
+        .findings
+        .into_iter()
+        .find(|f| f.reason == reason)
+        .unwrap_or_else(|| panic!("no {reason} finding"))
+}
+
 fn minimal_np() -> Value {
     with(
         fixture_value("nodepool-kubevirt-minimal.yaml"),
@@ -258,13 +269,7 @@ async fn outage_serves_from_cache_then_unknown_past_the_bound() {
         s.facts.unavailable_reason().is_some()
     })
     .await;
-    let report = live_migration_guard::evaluate::evaluate_nodepool(&nodepool(minimal_np()), &snap.facts);
-    assert_eq!(report.verdict.as_str(), "Unknown");
-    let f = report
-        .findings
-        .iter()
-        .find(|f| f.reason == "StorageFactsMissing")
-        .unwrap();
+    let f = unknown_because(&snap, "StorageFactsMissing");
     assert!(f.message.contains("has not answered for"), "{}", f.message);
     assert!(
         snap.ready,
@@ -332,13 +337,7 @@ async fn external_infra_clusters_from_credentials() {
         matches!(s.facts.infra("clusters", "example"), Some(live_migration_guard::facts::InfraFacts::Unavailable(w)) if w.contains("does not exist"))
     })
     .await;
-    let report = live_migration_guard::evaluate::evaluate_nodepool(&nodepool(minimal_np()), &snap.facts);
-    assert_eq!(report.verdict.as_str(), "Unknown");
-    let f = report
-        .findings
-        .iter()
-        .find(|f| f.reason == "ExternalInfraFactsUnavailable")
-        .unwrap();
+    let f = unknown_because(&snap, "ExternalInfraFactsUnavailable");
     assert!(
         f.message.contains("Secret clusters/example-infra does not exist"),
         "{}",
