@@ -52,13 +52,17 @@ async fn main() -> anyhow::Result<()> {
         live_migration_guard::server::shutdown_signal().await;
         stopper.cancel();
     });
-    let drain = listener::serve_tls(
+    let tls = listener::Tls {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        allowed_clients: Arc::from(Vec::<String>::new()),
+    };
+    let drain = listener::serve(
         listener,
-        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        Some(tls),
         app,
-        Limits::default(),
+        &Limits::default(),
         Arc::new(Metrics::default()),
-        Arc::from(Vec::<String>::new()),
+        CancellationToken::new(),
         stop,
     )
     .await;

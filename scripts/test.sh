@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-tools.sh
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast
 PATH="$PWD/.tools/bin:$PATH" .tools/venv/bin/python -m pytest -q tests/chart

@@ -157,12 +157,37 @@ pub struct ServeArgs {
     /// Per-request deadline; keep it below the webhook's timeoutSeconds.
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// Open connections on each TLS listener; more are closed at once.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Open connections from one IP address (so one client cannot lock out the others).
+    #[arg(long, default_value_t = 512)]
+    pub max_connections_per_peer: usize,
+    /// Requests being evaluated at once; more get 503 at once.
     #[arg(long, default_value_t = 512)]
     pub max_in_flight: usize,
+    /// A connection with no request in flight is closed after this (above the 90 s
+    /// kube-apiserver's client keeps idle connections, so the client closes first).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// A client that reads nothing of our response for this long is disconnected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: std::time::Duration,
+    /// The request body must arrive within this after its headers (else 408).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: std::time::Duration,
+    /// `/v1/evaluate` body limit in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_evaluate_body_bytes: usize,
+    /// Objects (documents and List items) in one `/v1/evaluate` body.
+    #[arg(long, default_value_t = live_migration_guard_max_objects())]
+    pub max_evaluate_objects: usize,
     #[arg(long, value_enum, default_value = "text", env = "LMG_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+const fn live_migration_guard_max_objects() -> usize {
+    crate::facts::load::MAX_REQUEST_OBJECTS
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, `1h30m` (jiff's friendly format) or ISO 8601.
@@ -239,8 +264,14 @@ impl ServeArgs {
             },
             limits: Limits {
                 body_bytes: self.max_body_bytes,
+                evaluate_body_bytes: self.max_evaluate_body_bytes,
+                evaluate_max_objects: self.max_evaluate_objects,
+                body_timeout: self.body_timeout,
                 request_timeout: self.request_timeout,
+                idle_timeout: self.idle_timeout,
+                write_timeout: self.write_timeout,
                 max_connections: self.max_connections,
+                max_connections_per_peer: self.max_connections_per_peer,
                 max_in_flight: self.max_in_flight,
                 ..Limits::default()
             },

@@ -302,7 +302,7 @@ async fn object_annotation_downgrades_a_denial_with_a_reason() {
         .await;
     assert_eq!(resp["response"]["allowed"], true);
     assert_eq!(
-        resp["response"]["auditAnnotations"]["live-migration-guard.io/override"],
+        resp["response"]["auditAnnotations"]["override"],
         "warn: CI cluster, RWO accepted"
     );
     assert!(warnings(&resp)[0].starts_with("DisksNotLiveMigratable"));

@@ -8,7 +8,7 @@ use live_migration_guard::facts::Facts;
 use live_migration_guard::facts::load::{self, Limits};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(loaded) = load::parse_bytes_limited(data, "fuzz", Limits::Request) {
+    if let Ok(loaded) = load::parse_bytes_limited(data, "fuzz", Limits::Request { max_objects: load::MAX_REQUEST_OBJECTS }) {
         let _ = batch::evaluate_all(&loaded, &Facts::none());
     }
 });

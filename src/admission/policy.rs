@@ -21,8 +21,16 @@ use super::review::{AdmissionResponse, Status, StatusCause, StatusDetails};
 pub const MODE_KEY: &str = "live-migration-guard.io/mode";
 /// Object annotation explaining an override (required for it to count).
 pub const REASON_KEY: &str = "live-migration-guard.io/reason";
-/// Audit annotation recording an honoured override.
-pub const OVERRIDE_AUDIT_KEY: &str = "live-migration-guard.io/override";
+/// Audit annotation recording an honoured override. kube-apiserver stores it as
+/// `<webhook name>/override` and rejects keys that already contain a `/`.
+pub const OVERRIDE_AUDIT_KEY: &str = "override";
+/// Longest audit annotation value we write (the owner's reason is cut to fit).
+pub const MAX_AUDIT_VALUE_LEN: usize = 1024;
+/// A denial's message and each cause are cut to these lengths, and at most
+/// `MAX_CAUSES` causes are listed: a response stays small whatever the object holds.
+pub const MAX_DENIAL_MESSAGE_LEN: usize = 2048;
+pub const MAX_CAUSE_LEN: usize = 512;
+pub const MAX_CAUSES: usize = 32;
 
 /// kube-apiserver limits on warnings (they travel as HTTP headers): per warning and in total.
 pub const MAX_WARNING_LEN: usize = 256;
@@ -135,10 +143,9 @@ pub fn decide(
     old: Option<&Report>,
     requested: &Override,
 ) -> Decision {
-    let mut warnings = warning_lines(new.findings.iter());
-    let had =
-        |f: &Finding| old.is_some_and(|o| o.errors().any(|e| e.reason == f.reason && e.field == f.field));
-    let introduced: Vec<&Finding> = new.errors().filter(|f| !had(f)).collect();
+    // raw lines: cut to the header limits once, at the end, after any override note
+    let mut warnings = warning_candidates(new.findings.iter());
+    let introduced = introduced_errors(new, old);
     let unknown_blocks = policy.deny_unknown
         && new.verdict == Verdict::Unknown
         && old.is_none_or(|o| o.verdict != Verdict::Unknown);
@@ -155,7 +162,7 @@ pub fn decide(
         } else {
             DecisionKind::Warn
         };
-        response.warnings = warnings;
+        response.warnings = fit_warnings(warnings);
         Decision {
             response,
             kind,
@@ -170,9 +177,10 @@ pub fn decide(
     match requested.mode.as_deref().map(str::parse::<Mode>) {
         Some(Ok(wanted @ (Mode::Warn | Mode::Off))) => match (policy.allow_object_override, &requested.reason) {
             (true, Some(reason)) => {
-                response
-                    .audit_annotations
-                    .insert(OVERRIDE_AUDIT_KEY.to_owned(), sanitize(&format!("{wanted}: {reason}")));
+                response.audit_annotations.insert(
+                    OVERRIDE_AUDIT_KEY.to_owned(),
+                    truncate(sanitize(&format!("{wanted}: {reason}")), MAX_AUDIT_VALUE_LEN),
+                );
                 let warnings = if wanted == Mode::Off { Vec::new() } else { warnings };
                 return allow(response, warnings, Some(reason.clone()));
             }
@@ -209,6 +217,28 @@ pub fn decide(
     }
 }
 
+/// The new object's errors that the old object did not have. Each old error accounts for
+/// one new error: first one with the same reason, field and message (the same volume or
+/// device), then one with the same reason and field (the same disk, reworded, e.g. after a
+/// class change). So an UPDATE whose patch adds three RWO disks where the old object had
+/// one introduces two, although all of them point at the same annotation.
+fn introduced_errors<'a>(new: &'a Report, old: Option<&Report>) -> Vec<&'a Finding> {
+    let mut unmatched_old: Vec<&Finding> = old.map(|o| o.errors().collect()).unwrap_or_default();
+    let mut take = |f: &Finding, same: &dyn Fn(&Finding, &Finding) -> bool| {
+        unmatched_old
+            .iter()
+            .position(|o| same(o, f))
+            .map(|i| unmatched_old.swap_remove(i))
+            .is_some()
+    };
+    let exact =
+        |a: &Finding, b: &Finding| a.reason == b.reason && a.field == b.field && a.message == b.message;
+    let mut rest: Vec<&Finding> = new.errors().filter(|f| !take(f, &exact)).collect();
+    let loose = |a: &Finding, b: &Finding| a.reason == b.reason && a.field == b.field;
+    rest.retain(|f| !take(f, &loose));
+    rest
+}
+
 /// A 422 `Invalid` status: a message a person understands, and one cause per field.
 fn denial_status(report: &Report, blocking: &[&Finding]) -> Status {
     let ns = report
@@ -228,10 +258,17 @@ fn denial_status(report: &Report, blocking: &[&Finding]) -> Status {
             first.reason, first.field, first.message, first.fix
         ));
     }
+    let mut message = truncate(sanitize(&message), MAX_DENIAL_MESSAGE_LEN);
     if blocking.len() > 1 {
         message.push_str(&format!(
             " ({} more in status.details.causes)",
             blocking.len() - 1
+        ));
+    }
+    if blocking.len() > MAX_CAUSES {
+        message.push_str(&format!(
+            "; {} causes listed, run `live-migration-guard evaluate` or POST /v1/evaluate for all",
+            MAX_CAUSES
         ));
     }
     Status {
@@ -245,10 +282,14 @@ fn denial_status(report: &Report, blocking: &[&Finding]) -> Status {
             kind: report.kind,
             causes: blocking
                 .iter()
+                .take(MAX_CAUSES)
                 .map(|f| StatusCause {
                     reason: "FieldValueInvalid",
-                    message: format!("{}: {} Fix: {}", f.reason, f.message, f.fix),
-                    field: f.field.clone(),
+                    message: truncate(
+                        sanitize(&format!("{}: {} Fix: {}", f.reason, f.message, f.fix)),
+                        MAX_CAUSE_LEN,
+                    ),
+                    field: truncate(sanitize(&f.field), MAX_WARNING_LEN),
                 })
                 .collect(),
         }),
@@ -257,12 +298,15 @@ fn denial_status(report: &Report, blocking: &[&Finding]) -> Status {
 
 /// One line per error or warning finding: `<reason>: <field>: <fix>`, within the limits.
 pub fn warning_lines<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<String> {
-    fit_warnings(
-        findings
-            .filter(|f| f.severity != Severity::Info)
-            .map(|f| sanitize(&format!("{}: {}: {}", f.reason, f.field, f.fix)))
-            .collect(),
-    )
+    fit_warnings(warning_candidates(findings))
+}
+
+/// [`warning_lines`] before the limits are applied.
+fn warning_candidates<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<String> {
+    findings
+        .filter(|f| f.severity != Severity::Info)
+        .map(|f| sanitize(&format!("{}: {}: {}", f.reason, f.field, f.fix)))
+        .collect()
 }
 
 /// Cuts each warning to 256 characters and the list to 4,096 in total, ending with a line

@@ -2,6 +2,8 @@
 //! paired with a HostedCluster from the same batch (else the facts), and HostedClusters
 //! see the verdicts of their NodePools in the batch. Reports keep the input order.
 
+use std::collections::HashMap;
+
 use crate::facts::Facts;
 use crate::facts::load::{Loaded, Object};
 use crate::resources::HostedCluster;
@@ -18,28 +20,49 @@ pub struct Skipped {
 }
 
 pub fn evaluate_all(inputs: &[Loaded], facts: &Facts) -> (Reports, Vec<Skipped>) {
-    let batch_hcs: Vec<&HostedCluster> = inputs
-        .iter()
-        .filter_map(|l| match &l.object {
-            Object::HostedCluster(hc) => Some(hc.as_ref()),
-            _ => None,
-        })
-        .collect();
+    match evaluate_all_until(inputs, facts, None) {
+        Ok(done) => done,
+        // without a deadline the evaluation always completes
+        Err(_) => (Reports { reports: Vec::new() }, Vec::new()),
+    }
+}
+
+/// [`evaluate_all`], stopping between objects once `deadline` has passed: `Err` carries how
+/// many objects were evaluated by then. Pairing is indexed by (namespace, cluster name), so
+/// the work is linear in the number of objects.
+pub fn evaluate_all_until(
+    inputs: &[Loaded],
+    facts: &Facts,
+    deadline: Option<std::time::Instant>,
+) -> Result<(Reports, Vec<Skipped>), usize> {
+    let mut batch_hcs: HashMap<(&str, &str), &HostedCluster> = HashMap::new();
+    for l in inputs {
+        if let Object::HostedCluster(hc) = &l.object {
+            // the first of duplicates wins, as a linear scan would pick it
+            batch_hcs.entry(hc.key()).or_insert(hc.as_ref());
+        }
+    }
+    let past = |i: usize| deadline.is_some_and(|d| i.is_multiple_of(16) && std::time::Instant::now() >= d);
     let mut slots: Vec<Option<Report>> = vec![None; inputs.len()];
-    let mut nodepool_verdicts: Vec<((String, String), String, Verdict)> = Vec::new();
+    let mut nodepool_verdicts: HashMap<(String, String), Vec<(String, Verdict)>> = HashMap::new();
     let mut skipped = Vec::new();
 
     for (i, l) in inputs.iter().enumerate() {
+        if past(i) {
+            return Err(i);
+        }
         match &l.object {
             Object::NodePool(np) => {
                 let ns = np.metadata.namespace.clone().unwrap_or_default();
                 let hc = batch_hcs
-                    .iter()
+                    .get(&(ns.as_str(), np.spec.cluster_name.as_str()))
                     .copied()
-                    .find(|hc| hc.key() == (ns.as_str(), np.spec.cluster_name.as_str()))
                     .or_else(|| facts.hosted_cluster(&ns, &np.spec.cluster_name));
                 let report = nodepool::evaluate(np, hc, facts);
-                nodepool_verdicts.push(((ns, np.spec.cluster_name.clone()), report.name.clone(), report.verdict));
+                nodepool_verdicts
+                    .entry((ns, np.spec.cluster_name.clone()))
+                    .or_default()
+                    .push((report.name.clone(), report.verdict));
                 slots[i] = Some(report);
             }
             Object::HostedCluster(_) => {}
@@ -60,20 +83,22 @@ pub fn evaluate_all(inputs: &[Loaded], facts: &Facts) -> (Reports, Vec<Skipped>)
         }
     }
     for (i, l) in inputs.iter().enumerate() {
+        if past(i) {
+            return Err(i);
+        }
         if let Object::HostedCluster(hc) = &l.object {
             let (ns, name) = hc.key();
-            let nps: Vec<(String, Verdict)> = nodepool_verdicts
-                .iter()
-                .filter(|(owner, _, _)| owner.0 == ns && owner.1 == name)
-                .map(|(_, n, v)| (n.clone(), *v))
-                .collect();
-            slots[i] = Some(hostedcluster::evaluate(hc, facts, &nps));
+            let nps = nodepool_verdicts
+                .get(&(ns.to_owned(), name.to_owned()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            slots[i] = Some(hostedcluster::evaluate(hc, facts, nps));
         }
     }
-    (
+    Ok((
         Reports {
             reports: slots.into_iter().flatten().collect(),
         },
         skipped,
-    )
+    ))
 }

@@ -13,6 +13,7 @@ pub mod condition;
 pub mod hostedcluster;
 pub mod judge;
 pub mod nodepool;
+pub mod patch_limits;
 pub mod report;
 pub mod storage;
 pub mod vm;

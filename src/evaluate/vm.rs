@@ -292,11 +292,15 @@ pub enum PatchError {
     Apply(json_patch::PatchError),
     #[error("produces an invalid VirtualMachine template at `{path}`: {message}")]
     Template { path: String, message: String },
+    #[error("{0}")]
+    Limit(#[from] super::patch_limits::LimitError),
 }
 
 /// Parses an annotation value into a patch.
 pub fn parse_patch(annotation: &str) -> Result<json_patch::Patch, PatchError> {
-    serde_json::from_str(annotation).map_err(PatchError::Parse)
+    let patch = serde_json::from_str(annotation).map_err(PatchError::Parse)?;
+    super::patch_limits::check_patch(&patch)?;
+    Ok(patch)
 }
 
 /// Applies patches in order to the template HyperShift would render, and reads the model back.
@@ -306,8 +310,11 @@ pub fn apply_patches(tpl: &VmTemplate, patches: &[&json_patch::Patch]) -> Result
         message: e.to_string(),
     })?;
     add_rendered_context(&mut doc);
+    let mut budget = super::patch_limits::SizeBudget::new(&doc);
     for patch in patches {
-        for op in &patch.0 {
+        super::patch_limits::check_patch(patch)?;
+        for (i, op) in patch.0.iter().enumerate() {
+            budget.charge(i + 1, op, &doc)?;
             if let json_patch::PatchOperation::Add(add) = op {
                 ensure_path_exists(&mut doc, &add.path);
             }

@@ -88,24 +88,43 @@ pub enum LoadError {
     Document { at: Source, message: String },
     #[error(transparent)]
     Field(Box<FieldError>),
+    #[error(
+        "{origin}: holds {count} objects; at most {max} are evaluated per request (split the input, or run `live-migration-guard evaluate` on the files)"
+    )]
+    TooMany {
+        origin: String,
+        count: usize,
+        max: usize,
+    },
 }
 
-/// How much YAML a parse may expand to. serde-saphyr's budget guards against alias bombs
-/// and document storms; local files get room for large cluster dumps, request bodies the
-/// library's defaults (1,024 documents, 250,000 nodes).
+/// Objects (documents and `List` items) one request body may hold.
+pub const MAX_REQUEST_OBJECTS: usize = 1_000;
+
+/// How much a parse may expand to. serde-saphyr's budget guards against alias bombs and
+/// document storms; local files get room for large cluster dumps, request bodies a budget
+/// sized for a few MiB of input (strings: 8 MiB in all, so that the request workers
+/// together stay far below the pod's memory limit) and at most `max_objects` objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limits {
     LocalFiles,
-    Request,
+    Request { max_objects: usize },
 }
 
 impl Limits {
     fn yaml_options(self) -> serde_saphyr::Options {
         let mut budget = serde_saphyr::Budget::default();
-        if self == Limits::LocalFiles {
-            budget.max_documents = 1_000_000;
-            budget.max_nodes = 50_000_000;
-            budget.max_events = 100_000_000;
+        match self {
+            Limits::LocalFiles => {
+                budget.max_documents = 1_000_000;
+                budget.max_nodes = 50_000_000;
+                budget.max_events = 100_000_000;
+            }
+            Limits::Request { max_objects } => {
+                budget.max_documents = max_objects.max(1);
+                budget.max_total_scalar_bytes = 8 * 1024 * 1024;
+                budget.max_recorded_anchor_bytes = 8 * 1024 * 1024;
+            }
         }
         let mut options = serde_saphyr::Options::default();
         options.budget = Some(budget);
@@ -132,6 +151,16 @@ pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Vec<Loaded>, LoadError>
 /// [`parse_bytes`] with explicit limits.
 pub fn parse_bytes_limited(bytes: &[u8], origin: &str, limits: Limits) -> Result<Vec<Loaded>, LoadError> {
     let docs = split_documents_limited(bytes, origin, limits)?;
+    if let Limits::Request { max_objects } = limits {
+        let count: usize = docs.iter().map(object_count).sum();
+        if count > max_objects {
+            return Err(LoadError::TooMany {
+                origin: origin.to_owned(),
+                count,
+                max: max_objects,
+            });
+        }
+    }
     let mut out = Vec::with_capacity(docs.len());
     for (i, doc) in docs.into_iter().enumerate() {
         let source = Source {
@@ -232,6 +261,21 @@ fn split_documents_limited(bytes: &[u8], origin: &str, limits: Limits) -> Result
     };
     // An empty document (a stray `---`, a comment-only file) carries nothing.
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// How many objects a document stands for: a `List`'s items, else one.
+fn object_count(doc: &Value) -> usize {
+    match doc.get("items") {
+        Some(Value::Array(items))
+            if doc
+                .get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.ends_with("List")) =>
+        {
+            items.len()
+        }
+        _ => 1,
+    }
 }
 
 fn classify(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<(), LoadError> {

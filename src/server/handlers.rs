@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tower::{BoxError, ServiceBuilder};
 
 use crate::admission::{self, Context, Endpoint};
@@ -81,16 +82,44 @@ pub fn router(state: AppState, limits: &Limits, routes: Routes) -> Router {
             side.layer(axum::middleware::from_fn_with_state(token, require_token))
         }
     };
+    let receive = super::body::BodyLimits {
+        admission_bytes: limits.body_bytes,
+        evaluate_bytes: limits.evaluate_body_bytes,
+        timeout: limits.body_timeout,
+        budget: Arc::new(Semaphore::new(limits.body_budget_bytes)),
+        state: state.clone(),
+    };
+    let evaluation = Evaluation {
+        slots: Arc::new(Semaphore::new(limits.evaluate_in_flight)),
+        timeout: limits.request_timeout,
+        max_objects: limits.evaluate_max_objects,
+    };
+    // Outermost first: drain marker, body reception (before any slot is taken), then the
+    // in-flight bound and the deadline around the handler.
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(axum::Extension(evaluation))
+        .layer(DefaultBodyLimit::disable())
         .layer(overload)
+        .layer(axum::middleware::from_fn_with_state(
+            receive,
+            super::body::receive,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             close_while_draining,
         ))
         .with_state(state)
+}
+
+/// How `/v1/evaluate` work is bounded: a few at once, on the blocking pool (so the async
+/// workers keep serving admission and the drain), each under the request deadline.
+#[derive(Clone)]
+struct Evaluation {
+    slots: Arc<Semaphore>,
+    timeout: std::time::Duration,
+    max_objects: usize,
 }
 
 /// `Authorization: Bearer <token>` on the side listener (compared in constant time).
@@ -179,7 +208,8 @@ fn admit_inner(
                 dry_run: false,
             })
             .inc();
-        tracing::warn!(endpoint = path, %message, "rejected admission request");
+        // Debug formatting escapes newlines and control characters from the request
+        tracing::warn!(endpoint = path, ?message, "rejected admission request");
         status(code, reason, message)
     };
     if !content_type_is(headers, &["application/json"]) {
@@ -212,8 +242,8 @@ fn admit_inner(
         })
         .inc();
     tracing::info!(
-        uid = %outcome.uid,
-        kind = %outcome.kind,
+        uid = outcome.uid.as_str(),
+        kind = &*outcome.kind,
         namespace = outcome.namespace.as_deref().unwrap_or(""),
         name = outcome.name.as_deref().unwrap_or(""),
         operation = outcome.operation,
@@ -237,7 +267,12 @@ struct EvaluateResponse<'a> {
 
 /// `POST /v1/evaluate`: NodePools/HostedClusters (single, `List`, multi-document YAML, or an
 /// AdmissionReview) judged against the server's facts; answers the report contract.
-async fn evaluate(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn evaluate(
+    State(s): State<AppState>,
+    axum::Extension(evaluation): axum::Extension<Evaluation>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let start = Instant::now();
     let count = |decision: &'static str| {
         s.metrics
@@ -267,27 +302,38 @@ async fn evaluate(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
             "Content-Type must be application/json or application/yaml".into(),
         );
     }
-    let loaded = match load::parse_bytes_limited(&body, "request body", YamlLimits::Request) {
-        Ok(l) => l,
+    let Ok(slot) = evaluation.slots.clone().try_acquire_owned() else {
+        count("error");
+        s.metrics.reject("overload");
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "server busy: too many /v1/evaluate requests at once; retry".into(),
+        );
+    };
+    let deadline = start + evaluation.timeout;
+    let facts = s.snapshot();
+    let max_objects = evaluation.max_objects;
+    let work = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        evaluate_body(&body, &facts.facts, max_objects, deadline)
+    });
+    let answer = match work.await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(resp)) => {
+            count("error");
+            return *resp;
+        }
         Err(e) => {
             count("error");
-            return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
+            tracing::error!(error = %e, "evaluation task failed");
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "the evaluation failed; this is a bug, please report it".into(),
+            );
         }
     };
-    let snapshot = s.snapshot();
-    let (reports, skipped) = batch::evaluate_all(&loaded, &snapshot.facts);
-    if reports.reports.is_empty() {
-        count("error");
-        let why = skipped
-            .first()
-            .map(|s| format!(": {} {}", s.source, s.reason))
-            .unwrap_or_default();
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("no NodePool or HostedCluster in the body{why}"),
-        );
-    }
     count("allow");
     s.metrics
         .duration
@@ -295,13 +341,70 @@ async fn evaluate(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
             endpoint: EVALUATE_PATH,
         })
         .observe(start.elapsed().as_secs_f64());
-    json_response(
+    (
         StatusCode::OK,
-        &EvaluateResponse {
-            reports: &reports.reports,
-            skipped: &skipped,
-        },
+        [(header::CONTENT_TYPE, "application/json")],
+        answer,
     )
+        .into_response()
+}
+
+/// The largest `/v1/evaluate` answer (1,000 objects with long findings stay well below).
+pub const MAX_EVALUATE_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Loads and evaluates a `/v1/evaluate` body (on the blocking pool), or the error answer.
+fn evaluate_body(
+    body: &[u8],
+    facts: &crate::facts::Facts,
+    max_objects: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, Box<Response>> {
+    let bad = |message: String| Box::new(status(StatusCode::BAD_REQUEST, "BadRequest", message));
+    let loaded = load::parse_bytes_limited(body, "request body", YamlLimits::Request { max_objects })
+        .map_err(|e| match e {
+            load::LoadError::TooMany { .. } => Box::new(status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                e.to_string(),
+            )),
+            e => bad(e.to_string()),
+        })?;
+    let (reports, skipped) = batch::evaluate_all_until(&loaded, facts, Some(deadline)).map_err(|done| {
+        Box::new(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timeout",
+            format!("evaluation stopped at the request deadline after {done} of {} objects; send fewer objects per request", loaded.len()),
+        ))
+    })?;
+    if reports.reports.is_empty() {
+        let why = skipped
+            .first()
+            .map(|s| format!(": {} {}", s.source, s.reason))
+            .unwrap_or_default();
+        return Err(bad(format!("no NodePool or HostedCluster in the body{why}")));
+    }
+    let answer = serde_json::to_vec(&EvaluateResponse {
+        reports: &reports.reports,
+        skipped: &skipped,
+    })
+    .map_err(|e| {
+        Box::new(status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("cannot encode the answer: {e}"),
+        ))
+    })?;
+    if answer.len() > MAX_EVALUATE_RESPONSE_BYTES {
+        return Err(Box::new(status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "the answer would be {} bytes, over the limit of {MAX_EVALUATE_RESPONSE_BYTES}; send fewer objects per request",
+                answer.len()
+            ),
+        )));
+    }
+    Ok(answer)
 }
 
 /// `GET /v1/report`: the last audit of existing objects that are not migratable.

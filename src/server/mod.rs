@@ -4,6 +4,8 @@
 //! Built from a [`Config`] with [`Server::bind`] (which binds both ports, so tests can
 //! use port 0), then driven by [`Server::run`] until the shutdown future completes.
 
+pub mod body;
+pub mod conn;
 pub mod handlers;
 pub mod listener;
 pub mod metrics;
@@ -28,18 +30,37 @@ use metrics::{Metrics, ResultLabels};
 use state::{AppState, Health};
 use tls::{CertStore, ClientAuth, MinTls, Reload};
 
-/// Request and connection limits (issue: reliability).
+/// Request and connection limits (README: "Limits"). Every limit answers with a clear
+/// status (413, 408, 503) or closes a connection that does nothing useful; none queues.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// AdmissionReview body limit; controller-runtime's is 7 MiB (object + oldObject).
     pub body_bytes: usize,
-    /// Per-request deadline, below the webhook's `timeoutSeconds`.
+    /// `/v1/evaluate` body limit: its answer grows with the objects sent, so it is smaller.
+    pub evaluate_body_bytes: usize,
+    /// Objects (documents and `List` items) in one `/v1/evaluate` body.
+    pub evaluate_max_objects: usize,
+    /// `/v1/evaluate` requests evaluated at once (off the async workers); more get 503.
+    pub evaluate_in_flight: usize,
+    /// Request bodies being received, all connections together; past it, 503.
+    pub body_budget_bytes: usize,
+    /// The whole body must arrive within this after the headers (else 408).
+    pub body_timeout: Duration,
+    /// Per-request deadline, below the webhook's `timeoutSeconds`; it bounds evaluation
+    /// too (`/v1/evaluate` stops between objects).
     pub request_timeout: Duration,
-    /// Slow clients must send their headers within this.
+    /// Slow clients must send their headers within this; a new connection its first
+    /// request's headers.
     pub header_read_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A peer that does not read what we write is dropped after this.
+    pub write_timeout: Duration,
     /// Open connections; more are closed at once.
     pub max_connections: usize,
+    /// Open connections from one IP address.
+    pub max_connections_per_peer: usize,
     /// Requests being served; more get 503 at once instead of queueing.
     pub max_in_flight: usize,
     pub h2_max_streams: u32,
@@ -49,12 +70,31 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             body_bytes: 7 * 1024 * 1024,
+            evaluate_body_bytes: 2 * 1024 * 1024,
+            evaluate_max_objects: crate::facts::load::MAX_REQUEST_OBJECTS,
+            evaluate_in_flight: 2,
+            body_budget_bytes: 64 * 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(4),
             header_read_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_peer: 512,
             max_in_flight: 512,
             h2_max_streams: 128,
+        }
+    }
+}
+
+impl Limits {
+    /// The ops listener's: few connections, same deadlines.
+    fn ops(&self) -> Self {
+        Self {
+            max_connections: 64,
+            max_connections_per_peer: 32,
+            ..self.clone()
         }
     }
 }
@@ -252,6 +292,7 @@ impl Server {
             state,
             ..
         } = self;
+        let draining = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
         let stop_ops = CancellationToken::new();
 
@@ -263,33 +304,33 @@ impl Server {
             ))),
             TlsSource::Generated { .. } => None,
         };
-        let ops = {
-            let router = ops::router(state.clone(), certs.clone());
-            let stop = stop_ops.clone();
-            tokio::spawn(async move {
-                axum::serve(ops_listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            })
-        };
+        let ops = spawn_ops(
+            ops_listener,
+            ops::router(state.clone(), certs.clone()),
+            config.limits.ops(),
+            state.metrics.clone(),
+            stop_ops.clone(),
+        )?;
         let accepts: Vec<_> = listeners
             .into_iter()
             .map(|b| {
-                tokio::spawn(listener::serve_tls(
-                    b.listener,
-                    tokio_rustls::TlsAcceptor::from(b.tls),
-                    handlers::router(state.clone(), &config.limits, b.routes),
-                    config.limits.clone(),
-                    state.metrics.clone(),
-                    b.allowed_clients,
-                    stop_accepting.clone(),
-                ))
+                let tls = listener::Tls {
+                    acceptor: tokio_rustls::TlsAcceptor::from(b.tls),
+                    allowed_clients: b.allowed_clients,
+                };
+                let app = handlers::router(state.clone(), &config.limits, b.routes);
+                let (limits, metrics) = (config.limits.clone(), state.metrics.clone());
+                let (draining, stop) = (draining.clone(), stop_accepting.clone());
+                tokio::spawn(async move {
+                    listener::serve(b.listener, Some(tls), app, &limits, metrics, draining, stop).await
+                })
             })
             .collect();
 
         shutdown.await;
         state.health.start_draining();
-        tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge");
+        draining.cancel();
+        tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge (idle connections are closed, responses say Connection: close)");
         tokio::time::sleep(config.shutdown_delay).await;
         stop_accepting.cancel();
         let mut drains = Vec::new();
@@ -312,14 +353,45 @@ impl Server {
             r.abort();
         }
         stop_ops.cancel();
-        match ops.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServerError::Ops(e)),
-            Err(e) => tracing::warn!(error = %e, "ops listener task failed"),
+        if ops.await.is_err() {
+            tracing::warn!("ops listener thread ended abnormally");
         }
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// Serves the ops endpoints on their own thread and runtime, so probes and scrapes answer
+/// even while every worker of the main runtime is busy evaluating.
+fn spawn_ops(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<tokio::sync::oneshot::Receiver<()>, ServerError> {
+    let listener = listener.into_std().map_err(ServerError::Ops)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::Ops)?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ops".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!(error = %e, "ops listener"),
+                };
+                let never = CancellationToken::new();
+                let drain = listener::serve(listener, None, app, &limits, metrics, never, stop).await;
+                drain.shutdown().await;
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(ServerError::Ops)?;
+    Ok(done)
 }
 
 async fn reload_loop(certs: Arc<CertStore>, metrics: Arc<Metrics>, every: Duration) {

@@ -11,8 +11,8 @@ use live_migration_guard::facts::{Facts, Snapshot};
 use live_migration_guard::server::metrics::Metrics;
 use live_migration_guard::server::tls::{ClientAuth, MinTls};
 use live_migration_guard::server::{Config, Limits, Server, TlsSource};
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
@@ -244,4 +244,40 @@ pub fn namespace_modes(pairs: &[(&str, &str)]) -> Option<Arc<HashMap<String, Str
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
     ))
+}
+
+/// A rustls client config trusting `ca_pem`, with an optional client identity.
+pub fn tls_config(ca_pem: &str, identity: Option<(&str, &str)>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut c = match identity {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c
+}
+
+/// A raw TLS connection to the server.
+pub async fn raw_tls(s: &TestServer, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut cfg = tls_config(&s.ca_pem, None);
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from(SERVICE_HOST).unwrap(), tcp)
+        .await
+        .unwrap()
 }

@@ -1,0 +1,221 @@
+//! Receiving a request before anything is evaluated: HTTP/1.1 framing checks, the body
+//! limit (by `Content-Length` before any byte is read, so `Expect: 100-continue` gets its
+//! 413 at once), the body deadline, and a global budget of body bytes being received.
+//! Only a complete body takes an evaluation slot, so clients that announce a body and never
+//! send it cannot starve real requests.
+//!
+//! Any answer given before the body was read whole says `Connection: close` on HTTP/1:
+//! the server will not read the rest, so a client must not reuse the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
+
+use super::handlers::{EVALUATE_PATH, status};
+use super::metrics::Metrics;
+use super::state::AppState;
+
+/// What [`receive`] enforces.
+#[derive(Clone)]
+pub struct BodyLimits {
+    pub admission_bytes: usize,
+    pub evaluate_bytes: usize,
+    pub timeout: Duration,
+    pub budget: Arc<Semaphore>,
+    pub state: AppState,
+}
+
+impl BodyLimits {
+    fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+}
+
+/// Middleware: checks framing, reads the whole body under the limits, then passes the
+/// request on with the body in memory.
+pub async fn receive(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+    let http1 = req.version() < Version::HTTP_2;
+    if http1 && let Err(resp) = framing(req.version(), req.headers()) {
+        return close(*resp);
+    }
+    let max = if req.uri().path() == EVALUATE_PATH {
+        limits.evaluate_bytes
+    } else {
+        limits.admission_bytes
+    };
+    let (parts, mut body) = req.into_parts();
+    if let Some(len) = content_length(&parts.headers)
+        && len > max as u64
+    {
+        limits.metrics().reject("body-too-large");
+        // A client waiting for `100 Continue` has sent nothing: answer at once. Otherwise
+        // read what it is sending, so closing does not reset the connection under the
+        // client before it reads our answer.
+        if http1 && !expects_continue(&parts.headers) {
+            discard(&mut body, limits.timeout).await;
+        }
+        return close_if(http1, too_large(max));
+    }
+    let collected = tokio::time::timeout(limits.timeout, collect(&mut body, max, &limits.budget)).await;
+    let (bytes, _permits) = match collected {
+        Ok(Ok(b)) => b,
+        Ok(Err(resp)) => {
+            if let Some(reason) = resp.extensions().get::<Rejected>() {
+                limits.metrics().reject(reason.0);
+            }
+            if http1 {
+                discard(&mut body, limits.timeout).await;
+            }
+            return close_if(http1, resp);
+        }
+        Err(_) => {
+            limits.metrics().reject("body-timeout");
+            return close_if(
+                http1,
+                status(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Timeout",
+                    format!("the request body did not arrive within {:?}", limits.timeout),
+                ),
+            );
+        }
+    };
+    // the permits are held until the answer is ready
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// A metric label carried by an error response of [`collect`].
+#[derive(Clone, Copy)]
+struct Rejected(&'static str);
+
+/// Reads and drops up to [`DISCARD_BYTES`] of a body we refused, within `timeout`.
+async fn discard(body: &mut Body, timeout: Duration) {
+    let drain = async {
+        let mut total = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            total += frame.data_ref().map_or(0, Bytes::len);
+            if total > DISCARD_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
+}
+
+/// How much of a refused body is read (and dropped) before the connection is closed.
+const DISCARD_BYTES: usize = 16 * 1024 * 1024;
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+async fn collect(
+    body: &mut Body,
+    max: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Response> {
+    let mut buf = Vec::new();
+    let mut permits: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            with_reason(
+                status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("cannot read the request body: {e}"),
+                ),
+                "body-error",
+            )
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > max {
+            return Err(with_reason(too_large(max), "body-too-large"));
+        }
+        let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| {
+            with_reason(
+                status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "server overloaded: too many request bytes being received; retry".into(),
+                ),
+                "overload",
+            )
+        })?;
+        match &mut permits {
+            Some(p) => p.merge(permit),
+            None => permits = Some(permit),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((Bytes::from(buf), permits))
+}
+
+fn with_reason(mut resp: Response, reason: &'static str) -> Response {
+    resp.extensions_mut().insert(Rejected(reason));
+    resp
+}
+
+fn too_large(max: usize) -> Response {
+    status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestEntityTooLarge",
+        format!("request body over the length limit of {max} bytes (length limit exceeded)"),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// RFC 9112: an HTTP/1.1 request has exactly one `Host` (§3.2), and we decode no transfer
+/// coding but `chunked` (§6.1: 501 for one we do not implement).
+fn framing(version: Version, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if version == Version::HTTP_11 && hosts != 1 {
+        let what = if hosts == 0 {
+            "no Host header"
+        } else {
+            "more than one Host header"
+        };
+        return Err(Box::new(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("HTTP/1.1 request with {what}; send exactly one"),
+        )));
+    }
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let text = value.to_str().unwrap_or("?");
+        if text.split(',').any(|c| !c.trim().eq_ignore_ascii_case("chunked")) {
+            return Err(Box::new(status(
+                StatusCode::NOT_IMPLEMENTED,
+                "NotImplemented",
+                format!("Transfer-Encoding `{text}` is not supported; send the body plain or chunked"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn close(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn close_if(http1: bool, resp: Response) -> Response {
+    if http1 { close(resp) } else { resp }
+}
