@@ -5,6 +5,8 @@
 #   .tools/venv                          Python venv with scripts/requirements-test.txt
 #                                        (pytest, PyYAML, kubernetes-validate, cryptography)
 #   .tools/helm/{cache,config,data}      HELM_*_HOME folders, so helm never touches ~/.config
+#   .tools/bin/promtool                  from Debian's pinned `prometheus` .deb (apt-get download,
+#                                        checksum-verified, extracted with dpkg-deb; no install)
 # Needs only python3 with pip >= 22.3 (Debian 12: python3-pip; python3-venv is not required).
 # Each part writes a stamp recording what it installed; reruns with unchanged pins do nothing.
 set -euo pipefail
@@ -82,8 +84,33 @@ install_venv() {
   echo "$wanted" >"$VENV/.installed"
 }
 
+# promtool for the chart's alert tests (`promtool check rules` / `promtool test rules`), taken
+# from Debian's `prometheus` package without installing it: apt-get download the pinned version
+# into scratch, verify its sha256, extract only usr/bin/promtool. Self-contained: its own pins.
+install_promtool() {
+  local version=2.42.0+ds-5+deb12u1
+  local deb_sha256=81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55
+  local wanted="prometheus=$version sha256:$deb_sha256"
+  if up_to_date "$BIN/.promtool-installed" "$wanted" && [[ -x $BIN/promtool ]]; then
+    return
+  fi
+  echo "install-tools: installing promtool from Debian prometheus=$version"
+  local tmp="$SCRATCH/promtool"
+  mkdir -p "$tmp" "$BIN"
+  # apt-get download writes into the current directory.
+  (cd "$tmp" && apt-get download --quiet=2 "prometheus=$version")
+  local deb=("$tmp"/prometheus_*.deb)
+  echo "$deb_sha256  ${deb[0]}" | sha256sum --check --quiet
+  dpkg-deb --fsys-tarfile "${deb[0]}" | tar -x -C "$tmp" ./usr/bin/promtool
+  install -m 0755 "$tmp/usr/bin/promtool" "$BIN/promtool.part"
+  mv "$BIN/promtool.part" "$BIN/promtool"
+  "$BIN/promtool" --version >/dev/null
+  echo "$wanted" >"$BIN/.promtool-installed"
+}
+
 install_binaries
 install_venv
+install_promtool
 mkdir -p "$HELM_CACHE_HOME" "$HELM_CONFIG_HOME" "$HELM_DATA_HOME"
 "$BIN/helm" version --short >/dev/null
-echo "install-tools: helm $HELM_VERSION, kubectl and the test venv are ready in .tools/"
+echo "install-tools: helm $HELM_VERSION, kubectl, promtool and the test venv are ready in .tools/"
