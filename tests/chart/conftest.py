@@ -4,6 +4,7 @@ Run from the repository root after scripts/install-tools.sh:
     PATH=$PWD/.tools/bin:$PATH .tools/venv/bin/python -m pytest -q tests/chart
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +22,19 @@ NAMESPACE = "lmg-system"
 # The Kubernetes version the manifests are rendered for and validated against.
 KUBE_VERSION = "1.33.0"
 CHART_ARGS = (str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION)
+
+
+def _load_values_table():
+    """scripts/chart-values-table.py, the README values table generator, as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "values_table", REPO / "scripts" / "chart-values-table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+values_table = _load_values_table()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE
+from conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE, values_table
 
 FULLNAME = f"{RELEASE}-live-migration-guard"
 TLS_SECRET = f"{FULLNAME}-tls"
@@ -74,7 +74,7 @@ VARIANTS = {
         "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 3},
         "priorityClassName": "system-cluster-critical",
     },
-    "infra-credentials": {"infraCredentials": {"enabled": True}},
+    "infra-credentials": {"infraCredentials": {"enabled": True, "clusterWide": True}},
     "infra-credentials-namespaced": {
         "infraCredentials": {"enabled": True, "namespaces": ["clusters", "clusters-2"]}
     },
@@ -534,6 +534,7 @@ def test_default_server_arguments(render):
         "--facts-max-staleness=10m",
         "--shutdown-delay=5s",
         "--shutdown-timeout=20s",
+        "--request-timeout=4s",
     ]
     assert container(manifests)["env"] == [{"name": "RUST_LOG", "value": "info"}]
 
@@ -578,7 +579,8 @@ def test_probes_use_the_ops_port(render):
     manifests = render()
     webhook = container(manifests)
     for probe, path in (
-        ("startupProbe", "/readyz"),
+        # /healthz: a slow first sync must leave the pod unready, not restart it.
+        ("startupProbe", "/healthz"),
         ("readinessProbe", "/readyz"),
         ("livenessProbe", "/healthz"),
     ):
@@ -660,14 +662,19 @@ def test_scheduling_and_image_overrides(render):
     spec = pod_spec(manifests)
     assert spec["affinity"] == values["affinity"]
     assert spec["topologySpreadConstraints"] == values["topologySpreadConstraints"]
-    assert spec["nodeSelector"] == values["nodeSelector"]
+    # Helm merges maps: the default kubernetes.io/os selector stays unless set to null.
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", **values["nodeSelector"]}
     assert spec["tolerations"] == values["tolerations"]
     assert spec["imagePullSecrets"] == values["imagePullSecrets"]
     assert container(manifests)["image"] == (
         f"ghcr.io/live-migration-guard/live-migration-guard@{values['image']['digest']}"
     )
     template = manifests.one("Deployment")["spec"]["template"]["metadata"]
-    assert template["annotations"] == values["podAnnotations"]
+    # The default tls.mode (openshift-service-ca) implies OpenShift: required-scc is added.
+    assert template["annotations"] == {
+        **values["podAnnotations"],
+        "openshift.io/required-scc": "restricted-v2",
+    }
     assert template["labels"]["example.com/tier"] == "control"
 
 
@@ -822,6 +829,11 @@ def test_every_value_is_documented_in_values_yaml_and_readme():
     for leaf in leaf_values(values):
         prefixes = {".".join(leaf.split(".")[:n]) for n in range(1, leaf.count(".") + 2)}
         assert prefixes & documented, f"values.yaml: {leaf} has no '# --' description"
-    values_section = (CHART / "README.md").read_text().split("\n## Values\n", 1)[1]
+    readme = (CHART / "README.md").read_text()
+    values_section = readme.split("\n## Values\n", 1)[1]
     table = set(re.findall(r"^\| `([\w.]+)` \|", values_section, re.MULTILINE))
     assert table == documented
+    # The table is generated from values.yaml: regenerate it with scripts/chart-values-table.py.
+    assert readme == values_table.render_readme(readme, values_table.table()), (
+        "README values table is stale: run .tools/venv/bin/python scripts/chart-values-table.py"
+    )
