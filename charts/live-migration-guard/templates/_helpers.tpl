@@ -244,3 +244,24 @@ OpenShift API group. Offline renders (helm template, helm lint) cannot tell and 
 {{- fail "tls.mode=openshift-service-ca, but this cluster is not OpenShift (it serves neither config.openshift.io/v1 nor operator.openshift.io/v1), so no service CA will create the serving Secret: the pods would stay in ContainerCreating and the webhook would have no caBundle. Choose --set tls.mode=cert-manager if cert-manager is installed, tls.mode=provided with your own certificate, or tls.mode=self-signed for development (see the chart README, Installing). tls.serviceCACheck=false skips this check." }}
 {{- end }}
 {{- end }}
+
+{{/* The scrape settings shared by the ServiceMonitor endpoint and the PodMonitor endpoint. */}}
+{{- define "live-migration-guard.scrapeEndpoint" -}}
+path: /metrics
+scheme: http
+interval: {{ .interval }}
+{{- with .scrapeTimeout }}
+scrapeTimeout: {{ . }}
+{{- end }}
+{{- if .honorLabels }}
+honorLabels: true
+{{- end }}
+{{- with .relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
