@@ -44,7 +44,7 @@ The metadata `annotations:` block of a resource: commonAnnotations merged with t
 */}}
 {{- define "live-migration-guard.annotations" -}}
 {{- $all := merge (deepCopy (default dict .extra)) (deepCopy (default dict .root.Values.commonAnnotations)) }}
-{{- with $all }}
+{{- with $all -}}
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -222,6 +222,9 @@ unless set; an explicit value that is too small fails the render.
 {{- if and $pdb.enabled (eq (toString $pdb.maxUnavailable) "") (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) }}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), otherwise no pod can ever be evicted and node drains hang" (int $pdb.minAvailable) (int .Values.replicaCount)) }}
 {{- end }}
+{{- if and $pdb.enabled (gt (int .Values.replicaCount) 1) }}
+{{- include "live-migration-guard.checkSingleNode" . }}
+{{- end }}
 {{- if or (lt (int $webhook.timeoutSeconds) 1) (gt (int $webhook.timeoutSeconds) 30) }}
 {{- fail (printf "webhook.timeoutSeconds must be between 1 and 30, not %v" $webhook.timeoutSeconds) }}
 {{- end }}
@@ -263,5 +266,22 @@ relabelings:
 {{- with .metricRelabelings }}
 metricRelabelings:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A single-node cluster (seen when a cluster answers: helm install/upgrade): all replicas run on
+that node, and draining it can never finish — the evicted pod's replacement cannot schedule on the
+cordoned node, so the PodDisruptionBudget refuses the last eviction. Only a PDB that allows every
+pod to go (maxUnavailable >= replicaCount or 100%) or no PDB lets the drain through.
+*/}}
+{{- define "live-migration-guard.checkSingleNode" -}}
+{{- $nodes := dig "items" (list) (lookup "v1" "Node" "" "") }}
+{{- if eq (len $nodes) 1 }}
+{{- $max := toString .Values.podDisruptionBudget.maxUnavailable }}
+{{- $allowsAll := or (eq $max "100%") (and (ne $max "") (not (contains "%" $max)) (ge (int $max) (int .Values.replicaCount))) }}
+{{- if not $allowsAll }}
+{{- fail (printf "this cluster has a single node: with %d replicas on it and a PodDisruptionBudget, a node drain can never finish (the evicted pod's replacement cannot schedule on the cordoned node, so the budget refuses the last eviction). Set podDisruptionBudget.maxUnavailable=100%% (keeps failurePolicy=Fail possible), or podDisruptionBudget.enabled=false with webhook.failurePolicy=Ignore (replicaCount=1 then saves a pod)" (int .Values.replicaCount)) }}
+{{- end }}
 {{- end }}
 {{- end }}
