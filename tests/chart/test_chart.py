@@ -92,6 +92,27 @@ VARIANTS = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "prometheusRule": {"enabled": True},
     },
+    "production-openshift": {
+        "mode": "deny",
+        "webhook": {
+            "failurePolicy": "Fail",
+            "objectSelector": {"matchLabels": {"example.com/guarded": "true"}},
+            "extraMatchConditions": [{"name": "not-paused", "expression": "true"}],
+        },
+        "commonLabels": {"example.com/team": "virt"},
+        "commonAnnotations": {"example.com/owner": "virt"},
+        "extraEnv": [{"name": "EXAMPLE", "value": "1"}],
+        "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
+        "podMonitor": {"enabled": True, "scrapeTimeout": "10s", "honorLabels": True},
+        "prometheusRule": {
+            "enabled": True,
+            "apiServer": {"enabled": True},
+            "kubeStateMetrics": {"enabled": True},
+        },
+    },
     "mtls-configmap": {
         "clientAuth": {
             "enabled": True,
@@ -147,6 +168,7 @@ VARIANTS = {
 # Custom resources kubernetes-validate has no schema for; check_custom_resource checks them.
 CUSTOM_RESOURCES = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
     "Issuer": "cert-manager.io/v1",
     "Certificate": "cert-manager.io/v1",
@@ -216,6 +238,9 @@ def check_custom_resource(manifest):
     if kind == "ServiceMonitor":
         assert spec["selector"]["matchLabels"]
         assert all(endpoint["port"] for endpoint in spec["endpoints"])
+    elif kind == "PodMonitor":
+        assert spec["selector"]["matchLabels"]
+        assert all(endpoint["port"] for endpoint in spec["podMetricsEndpoints"])
     elif kind == "PrometheusRule":
         for group in spec["groups"]:
             assert group["name"] and group["rules"]
@@ -746,8 +771,11 @@ def test_network_policy_admits_only_the_webhook_and_ops_ports(render):
     webhook_rule, ops_rule = policy["ingress"]
     assert [container_port(manifests, p["port"]) for p in webhook_rule["ports"]] == [8443]
     assert [container_port(manifests, p["port"]) for p in ops_rule["ports"]] == [8080]
-    assert "from" not in webhook_rule
-    assert ops_rule["from"] == VARIANTS["observability"]["networkPolicy"]["opsFrom"]
+    # OpenShift preset (the default tls.mode implies OpenShift) plus the given peers.
+    host_network = {"policy-group.network.openshift.io/host-network": ""}
+    assert webhook_rule["from"] == [{"namespaceSelector": {"matchLabels": host_network}}]
+    monitoring = {"namespaceSelector": {"matchLabels": {"network.openshift.io/policy-group": "monitoring"}}}
+    assert ops_rule["from"] == [monitoring, *VARIANTS["observability"]["networkPolicy"]["opsFrom"]]
 
 
 def test_service_monitor_scrapes_the_ops_port(render):
@@ -768,15 +796,27 @@ def test_prometheus_rule_alerts(render):
     (group,) = manifests.one("PrometheusRule")["spec"]["groups"]
     exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in group["rules"]}
     job = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
+    admission = 'exported_endpoint=~"/validate/.+"'
     expected = {
-        "LiveMigrationGuardDown": ["absent(up{" + job + "} == 1)"],
+        "LiveMigrationGuardDown": [
+            "absent(up{" + job + "})",
+            "or max by (namespace, job) (up{" + job + "}) == 0",
+        ],
         "LiveMigrationGuardAdmissionErrors": [
-            'live_migration_guard_admission_requests_total{decision="error", ' + job + "}",
+            'live_migration_guard_admission_requests_total{decision="error", '
+            + admission
+            + ", "
+            + job
+            + "}",
             "rate(",
+        ],
+        "LiveMigrationGuardRequestsRejected": [
+            'live_migration_guard_rejected_total{result=~"timeout|overload", ' + job + "}",
+            "> 0.01",
         ],
         "LiveMigrationGuardHighLatency": [
             "histogram_quantile(0.99,",
-            "live_migration_guard_admission_duration_seconds_bucket{" + job + "}",
+            "live_migration_guard_admission_duration_seconds_bucket{" + admission + ", " + job + "}",
             "> 0.5",
         ],
         "LiveMigrationGuardNotMigratableObject": [
