@@ -118,14 +118,14 @@ class FakeAPIServer:
                         {"name": r, "singularName": "", "namespaced": ns, "kind": k, "verbs": ["get", "list"]}
                         for r, k, ns in resources
                     ],
-                }  # fmt: skip
+                }
         for obj in self.objects:
             if self._path(obj) == path:
                 return 200, obj
         items = [obj for obj in self.objects if self._path(obj, with_name=False) == path]
         if items or self._is_collection(path):
             return 200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}
-        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}  # fmt: skip
+        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
 
     def _is_collection(self, path):
         resources = {r for entries in self.groups.values() for r, _, _ in entries}

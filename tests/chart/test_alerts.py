@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import NAMESPACE, RELEASE, TOOLS
+from conftest import CHART, NAMESPACE, RELEASE, TOOLS
 
 FULLNAME = f"{RELEASE}-live-migration-guard"
 JOB = FULLNAME
@@ -26,7 +26,7 @@ RUNBOOK = (
 BUCKETS = [
     "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
     "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf",
-]  # fmt: skip
+]
 
 ALL_RULES = {
     "serviceMonitor": {"enabled": True},
@@ -38,16 +38,33 @@ ALL_RULES = {
 }
 
 
-@pytest.fixture(scope="session")
-def promtool():
-    local = TOOLS / "bin" / "promtool"
-    found = str(local) if os.access(local, os.X_OK) else shutil.which("promtool")
+def locate_promtool(local, environ, which=shutil.which):
+    """The promtool to use: `local` (.tools/bin) or PATH's. Missing: skip, but fail in CI."""
+    if os.access(local, os.X_OK):
+        return str(local)
+    found = which("promtool", path=environ.get("PATH"))
     if found:
         return found
     message = "promtool is missing: run scripts/install-tools.sh"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (required in CI)", pytrace=False)
+    if environ.get("CI") == "true":
+        pytest.fail(message + " (required in CI, CI=true)", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def promtool():
+    return locate_promtool(TOOLS / "bin" / "promtool", os.environ)
+
+
+def test_missing_promtool_skips_locally_but_fails_in_ci(tmp_path):
+    missing = tmp_path / "promtool"
+    with pytest.raises(pytest.skip.Exception):
+        locate_promtool(missing, {"PATH": str(tmp_path)})
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        locate_promtool(missing, {"PATH": str(tmp_path), "CI": "true"})
+    missing.write_text("#!/bin/sh\n")
+    missing.chmod(0o755)
+    assert locate_promtool(missing, {"CI": "true"}) == str(missing)
 
 
 def labels(**pairs):
@@ -215,7 +232,7 @@ def test_down_when_no_target_is_scraped_or_all_are_down(promtool, render, tmp_pa
             "10m",
             [],
         ),
-    ]  # fmt: skip
+    ]
     run_promtool(promtool, tmp_path, render(ALL_RULES), tests)
 
 
@@ -304,7 +321,7 @@ def test_timeouts_and_overload_alert(promtool, render, tmp_path):
             "20m",
             [],
         ),
-    ]  # fmt: skip
+    ]
     run_promtool(promtool, tmp_path, render(ALL_RULES), tests)
 
 
@@ -347,7 +364,7 @@ def test_latency_alert_with_honor_labels_uses_endpoint(promtool, render, tmp_pat
     series = [
         {**s, "series": s["series"].replace('exported_endpoint="', 'endpoint="').replace(', endpoint="http-ops"', "")}
         for s in histogram("/validate/nodepools", "a", slow)
-    ]  # fmt: skip
+    ]
     firing = [alert("LiveMigrationGuardHighLatency", "warning", job=JOB, namespace=NAMESPACE)]
     run_promtool(
         promtool,
@@ -371,7 +388,7 @@ def test_not_migratable_object_alerts_once_per_object(promtool, render, tmp_path
     tests = [
         case(series, "LiveMigrationGuardNotMigratableObject", "10m", []),
         case(series, "LiveMigrationGuardNotMigratableObject", "20m", [alert("LiveMigrationGuardNotMigratableObject", "info", **expected)]),
-    ]  # fmt: skip
+    ]
     run_promtool(promtool, tmp_path, render(ALL_RULES), tests)
 
 
@@ -396,7 +413,7 @@ def test_certificate_expiry_and_stale_facts(promtool, render, tmp_path):
             "10m",
             [alert("LiveMigrationGuardFactsStale", "warning", **pod_labels("a"))],
         ),
-    ]  # fmt: skip
+    ]
     run_promtool(promtool, tmp_path, render(ALL_RULES), tests)
 
 
@@ -493,7 +510,7 @@ def test_api_server_calling_errors_alert(promtool, render, tmp_path):
             "20m",
             [],
         ),
-    ]  # fmt: skip
+    ]
     run_promtool(promtool, tmp_path, render(ALL_RULES), tests)
 
 
@@ -544,8 +561,6 @@ def test_api_server_rules_are_a_separate_opt_in_rule(render):
 
 
 def test_every_alert_has_a_runbook_section_in_the_readme(render):
-    from conftest import CHART
-
     readme = (CHART / "README.md").read_text()
     headings = {
         line[5:].strip().lower() for line in readme.splitlines() if line.startswith("#### ")

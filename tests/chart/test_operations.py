@@ -10,9 +10,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from conftest import CHART, NAMESPACE, RELEASE
+from conftest import CHART, CHART_ARGS, NAMESPACE, RELEASE
 from fake_apiserver import node
-from test_chart import FULLNAME, TLS_SECRET, args_by_flag, container, pod_spec, webhooks
+from test_chart import TLS_SECRET, args_by_flag, container, pod_spec, webhooks
 
 HOST_NETWORK = {
     "namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/host-network": ""}}
@@ -50,12 +50,10 @@ def test_openshift_pods_require_restricted_v2(render):
 
 
 def test_openshift_is_detected_from_the_api_groups(helm):
-    from conftest import CHART_ARGS, RELEASE
-
     result = helm.run(
         "template", RELEASE, *CHART_ARGS, "--api-versions", "security.openshift.io/v1",
         values=CERT_MANAGER,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     deployment = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment")
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -112,7 +110,7 @@ def test_openshift_network_policy_admits_the_api_server_and_monitoring_only(rend
     assert webhook_rule["from"] == [HOST_NETWORK]
     assert ops_rule["from"] == [MONITORING]
     # The natural, wrong peer stays an addition to the host-network group, never a replacement.
-    extra = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-kube-apiserver"}}}  # fmt: skip
+    extra = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-kube-apiserver"}}}
     webhook_rule, _ = policy(render, {"webhookFrom": [extra]})["ingress"]
     assert webhook_rule["from"] == [HOST_NETWORK, extra]
 
@@ -140,7 +138,7 @@ def test_network_policy_egress_allows_the_api_server_and_dns(render, values, dns
     assert [p["port"] for p in api["ports"]] == [6443, 443]
     assert "to" not in api  # any address, API ports only
     assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(dns_port, "UDP"), (dns_port, "TCP")}
-    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": dns_namespace}}}]  # fmt: skip
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": dns_namespace}}}]
 
 
 def test_network_policy_egress_peers_and_extra_rules(render):
