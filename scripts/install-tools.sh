@@ -5,8 +5,6 @@
 #   .tools/venv                          Python venv with scripts/requirements-test.txt
 #                                        (pytest, PyYAML, kubernetes-validate, cryptography)
 #   .tools/helm/{cache,config,data}      HELM_*_HOME folders, so helm never touches ~/.config
-#   .tools/bin/promtool                  from Debian's pinned `prometheus` .deb (apt-get download,
-#                                        checksum-verified, extracted with dpkg-deb; no install)
 # Needs only python3 with pip >= 22.3 (Debian 12: python3-pip; python3-venv is not required).
 # Each part writes a stamp recording what it installed; reruns with unchanged pins do nothing.
 set -euo pipefail
@@ -84,9 +82,10 @@ install_venv() {
   echo "$wanted" >"$VENV/.installed"
 }
 
-# promtool for the chart's alert tests (`promtool check rules` / `promtool test rules`), taken
-# from Debian's `prometheus` package without installing it: apt-get download the pinned version
-# into scratch, verify its sha256, extract only usr/bin/promtool. Self-contained: its own pins.
+# .tools/bin/promtool for the chart's alert tests (`promtool check rules` / `promtool test
+# rules`), taken from Debian's `prometheus` package without installing it: apt-get download the
+# pinned version into scratch, verify its sha256, extract only usr/bin/promtool (a static Go
+# binary). Self-contained, with its own pins and stamp (.tools/bin/.promtool-installed).
 install_promtool() {
   local version=2.42.0+ds-5+deb12u1
   local deb_sha256=81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55
@@ -113,4 +112,4 @@ install_venv
 install_promtool
 mkdir -p "$HELM_CACHE_HOME" "$HELM_CONFIG_HOME" "$HELM_DATA_HOME"
 "$BIN/helm" version --short >/dev/null
-echo "install-tools: helm $HELM_VERSION, kubectl, promtool and the test venv are ready in .tools/"
+echo "install-tools: helm $HELM_VERSION, kubectl and the test venv are ready in .tools/"
