@@ -82,8 +82,34 @@ install_venv() {
   echo "$wanted" >"$VENV/.installed"
 }
 
+# .tools/bin/promtool for the chart's alert tests (`promtool check rules` / `promtool test
+# rules`), taken from Debian's `prometheus` package without installing it: apt-get download the
+# pinned version into scratch, verify its sha256, extract only usr/bin/promtool (a static Go
+# binary). Self-contained, with its own pins and stamp (.tools/bin/.promtool-installed).
+install_promtool() {
+  local version=2.42.0+ds-5+deb12u1
+  local deb_sha256=81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55
+  local wanted="prometheus=$version sha256:$deb_sha256"
+  if up_to_date "$BIN/.promtool-installed" "$wanted" && [[ -x $BIN/promtool ]]; then
+    return
+  fi
+  echo "install-tools: installing promtool from Debian prometheus=$version"
+  local tmp="$SCRATCH/promtool"
+  mkdir -p "$tmp" "$BIN"
+  # apt-get download writes into the current directory.
+  (cd "$tmp" && apt-get download --quiet=2 "prometheus=$version")
+  local deb=("$tmp"/prometheus_*.deb)
+  echo "$deb_sha256  ${deb[0]}" | sha256sum --check --quiet
+  dpkg-deb --fsys-tarfile "${deb[0]}" | tar -x -C "$tmp" ./usr/bin/promtool
+  install -m 0755 "$tmp/usr/bin/promtool" "$BIN/promtool.part"
+  mv "$BIN/promtool.part" "$BIN/promtool"
+  "$BIN/promtool" --version >/dev/null
+  echo "$wanted" >"$BIN/.promtool-installed"
+}
+
 install_binaries
 install_venv
+install_promtool
 mkdir -p "$HELM_CACHE_HOME" "$HELM_CONFIG_HOME" "$HELM_DATA_HOME"
 "$BIN/helm" version --short >/dev/null
 echo "install-tools: helm $HELM_VERSION, kubectl and the test venv are ready in .tools/"

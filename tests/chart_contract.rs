@@ -81,6 +81,8 @@ fn container_args_are_flags_the_server_accepts() {
             "denyUnknown=true",
             "allowObjectOverride=true",
             "infraCredentials.enabled=true",
+            "infraCredentials.clusterWide=true",
+            "webhook.timeoutSeconds=2",
         ],
         vec![
             "clientAuth.enabled=true",
@@ -108,6 +110,15 @@ fn container_args_are_flags_the_server_accepts() {
             port("http-ops"),
             Some(u64::from(serve.ops_listen.port())),
             "{sets:?}"
+        );
+        // The server's deadline ends before the API server stops waiting for the webhook.
+        let webhook_timeout = find(&docs, "ValidatingWebhookConfiguration")["webhooks"][0]["timeoutSeconds"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            serve.request_timeout < std::time::Duration::from_secs(webhook_timeout),
+            "{sets:?}: --request-timeout {:?} is not below timeoutSeconds {webhook_timeout}",
+            serve.request_timeout
         );
         if sets.contains(&"mode=deny") {
             assert_eq!(serve.mode, live_migration_guard::admission::Mode::Deny);
@@ -152,7 +163,16 @@ fn rbac_grants_exactly_what_the_facts_module_watches() {
         .map(|(g, r)| ((*g).to_owned(), (*r).to_owned()))
         .collect();
     watched.sort();
-    for (sets, secrets) in [(vec![], false), (vec!["infraCredentials.enabled=true"], true)] {
+    for (sets, secrets) in [
+        (vec![], false),
+        (
+            vec![
+                "infraCredentials.enabled=true",
+                "infraCredentials.clusterWide=true",
+            ],
+            true,
+        ),
+    ] {
         let docs = render(&sets);
         let role = find(&docs, "ClusterRole");
         let mut listed = Vec::new();

@@ -4,6 +4,7 @@ Run from the repository root after scripts/install-tools.sh:
     PATH=$PWD/.tools/bin:$PATH .tools/venv/bin/python -m pytest -q tests/chart
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +22,19 @@ NAMESPACE = "lmg-system"
 # The Kubernetes version the manifests are rendered for and validated against.
 KUBE_VERSION = "1.33.0"
 CHART_ARGS = (str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION)
+
+
+def _load_values_table():
+    """scripts/chart-values-table.py, the README values table generator, as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "values_table", REPO / "scripts" / "chart-values-table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+values_table = _load_values_table()
 
 
 @dataclass(frozen=True)
@@ -104,3 +118,51 @@ def lint(helm):
 
 def _template(helm, values):
     return helm.run("template", RELEASE, *CHART_ARGS, values=values)
+
+
+class Cluster:
+    """Renders the chart against a fake API server (helm template --dry-run=server): lookup and
+    .Capabilities see its objects and API groups, as during helm install/upgrade."""
+
+    def __init__(self, helm, kubeconfig_path, server):
+        self.helm, self.kubeconfig, self.server = helm, kubeconfig_path, server
+
+    def _run(self, values):
+        self.kubeconfig.write_text(self.server.kubeconfig())
+        return self.helm.run(
+            "template",
+            RELEASE,
+            *CHART_ARGS,
+            "--dry-run=server",
+            "--disable-openapi-validation",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            values=values,
+        )
+
+    def render(self, values=None):
+        result = self._run(values)
+        assert result.returncode == 0, f"helm template --dry-run=server failed:\n{result.stderr}"
+        return Manifests(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+    def render_error(self, values=None):
+        result = self._run(values)
+        assert result.returncode != 0, f"helm template unexpectedly succeeded for {values}"
+        return result.stderr
+
+
+@pytest.fixture
+def cluster(helm, tmp_path):
+    """cluster(objects=(), openshift=False) -> Cluster, rendering against a fake API server."""
+    from fake_apiserver import FakeAPIServer
+
+    servers = []
+
+    def make(objects=(), openshift=False):
+        server = FakeAPIServer(objects, openshift=openshift)
+        servers.append(server)
+        return Cluster(helm, tmp_path / f"kubeconfig-{len(servers)}", server)
+
+    yield make
+    for server in servers:
+        server.close()

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE
+from conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE, values_table
 
 FULLNAME = f"{RELEASE}-live-migration-guard"
 TLS_SECRET = f"{FULLNAME}-tls"
@@ -74,7 +74,7 @@ VARIANTS = {
         "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 3},
         "priorityClassName": "system-cluster-critical",
     },
-    "infra-credentials": {"infraCredentials": {"enabled": True}},
+    "infra-credentials": {"infraCredentials": {"enabled": True, "clusterWide": True}},
     "infra-credentials-namespaced": {
         "infraCredentials": {"enabled": True, "namespaces": ["clusters", "clusters-2"]}
     },
@@ -91,6 +91,27 @@ VARIANTS = {
         },
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "prometheusRule": {"enabled": True},
+    },
+    "production-openshift": {
+        "mode": "deny",
+        "webhook": {
+            "failurePolicy": "Fail",
+            "objectSelector": {"matchLabels": {"example.com/guarded": "true"}},
+            "extraMatchConditions": [{"name": "not-paused", "expression": "true"}],
+        },
+        "commonLabels": {"example.com/team": "virt"},
+        "commonAnnotations": {"example.com/owner": "virt"},
+        "extraEnv": [{"name": "EXAMPLE", "value": "1"}],
+        "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
+        "podMonitor": {"enabled": True, "scrapeTimeout": "10s", "honorLabels": True},
+        "prometheusRule": {
+            "enabled": True,
+            "apiServer": {"enabled": True},
+            "kubeStateMetrics": {"enabled": True},
+        },
     },
     "mtls-configmap": {
         "clientAuth": {
@@ -147,6 +168,7 @@ VARIANTS = {
 # Custom resources kubernetes-validate has no schema for; check_custom_resource checks them.
 CUSTOM_RESOURCES = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
     "Issuer": "cert-manager.io/v1",
     "Certificate": "cert-manager.io/v1",
@@ -216,6 +238,9 @@ def check_custom_resource(manifest):
     if kind == "ServiceMonitor":
         assert spec["selector"]["matchLabels"]
         assert all(endpoint["port"] for endpoint in spec["endpoints"])
+    elif kind == "PodMonitor":
+        assert spec["selector"]["matchLabels"]
+        assert all(endpoint["port"] for endpoint in spec["podMetricsEndpoints"])
     elif kind == "PrometheusRule":
         for group in spec["groups"]:
             assert group["name"] and group["rules"]
@@ -534,6 +559,7 @@ def test_default_server_arguments(render):
         "--facts-max-staleness=10m",
         "--shutdown-delay=5s",
         "--shutdown-timeout=20s",
+        "--request-timeout=4s",
     ]
     assert container(manifests)["env"] == [{"name": "RUST_LOG", "value": "info"}]
 
@@ -578,7 +604,8 @@ def test_probes_use_the_ops_port(render):
     manifests = render()
     webhook = container(manifests)
     for probe, path in (
-        ("startupProbe", "/readyz"),
+        # /healthz: a slow first sync must leave the pod unready, not restart it.
+        ("startupProbe", "/healthz"),
         ("readinessProbe", "/readyz"),
         ("livenessProbe", "/healthz"),
     ):
@@ -660,14 +687,19 @@ def test_scheduling_and_image_overrides(render):
     spec = pod_spec(manifests)
     assert spec["affinity"] == values["affinity"]
     assert spec["topologySpreadConstraints"] == values["topologySpreadConstraints"]
-    assert spec["nodeSelector"] == values["nodeSelector"]
+    # Helm merges maps: the default kubernetes.io/os selector stays unless set to null.
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", **values["nodeSelector"]}
     assert spec["tolerations"] == values["tolerations"]
     assert spec["imagePullSecrets"] == values["imagePullSecrets"]
     assert container(manifests)["image"] == (
         f"ghcr.io/live-migration-guard/live-migration-guard@{values['image']['digest']}"
     )
     template = manifests.one("Deployment")["spec"]["template"]["metadata"]
-    assert template["annotations"] == values["podAnnotations"]
+    # The default tls.mode (openshift-service-ca) implies OpenShift: required-scc is added.
+    assert template["annotations"] == {
+        **values["podAnnotations"],
+        "openshift.io/required-scc": "restricted-v2",
+    }
     assert template["labels"]["example.com/tier"] == "control"
 
 
@@ -739,8 +771,11 @@ def test_network_policy_admits_only_the_webhook_and_ops_ports(render):
     webhook_rule, ops_rule = policy["ingress"]
     assert [container_port(manifests, p["port"]) for p in webhook_rule["ports"]] == [8443]
     assert [container_port(manifests, p["port"]) for p in ops_rule["ports"]] == [8080]
-    assert "from" not in webhook_rule
-    assert ops_rule["from"] == VARIANTS["observability"]["networkPolicy"]["opsFrom"]
+    # OpenShift preset (the default tls.mode implies OpenShift) plus the given peers.
+    host_network = {"policy-group.network.openshift.io/host-network": ""}
+    assert webhook_rule["from"] == [{"namespaceSelector": {"matchLabels": host_network}}]
+    monitoring = {"namespaceSelector": {"matchLabels": {"network.openshift.io/policy-group": "monitoring"}}}
+    assert ops_rule["from"] == [monitoring, *VARIANTS["observability"]["networkPolicy"]["opsFrom"]]
 
 
 def test_service_monitor_scrapes_the_ops_port(render):
@@ -761,15 +796,27 @@ def test_prometheus_rule_alerts(render):
     (group,) = manifests.one("PrometheusRule")["spec"]["groups"]
     exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in group["rules"]}
     job = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
+    admission = 'exported_endpoint=~"/validate/.+"'
     expected = {
-        "LiveMigrationGuardDown": ["absent(up{" + job + "} == 1)"],
+        "LiveMigrationGuardDown": [
+            "absent(up{" + job + "})",
+            "or max by (namespace, job) (up{" + job + "}) == 0",
+        ],
         "LiveMigrationGuardAdmissionErrors": [
-            'live_migration_guard_admission_requests_total{decision="error", ' + job + "}",
+            'live_migration_guard_admission_requests_total{decision="error", '
+            + admission
+            + ", "
+            + job
+            + "}",
             "rate(",
+        ],
+        "LiveMigrationGuardRequestsRejected": [
+            'live_migration_guard_rejected_total{result=~"timeout|overload", ' + job + "}",
+            "> 0.01",
         ],
         "LiveMigrationGuardHighLatency": [
             "histogram_quantile(0.99,",
-            "live_migration_guard_admission_duration_seconds_bucket{" + job + "}",
+            "live_migration_guard_admission_duration_seconds_bucket{" + admission + ", " + job + "}",
             "> 0.5",
         ],
         "LiveMigrationGuardNotMigratableObject": [
@@ -822,6 +869,11 @@ def test_every_value_is_documented_in_values_yaml_and_readme():
     for leaf in leaf_values(values):
         prefixes = {".".join(leaf.split(".")[:n]) for n in range(1, leaf.count(".") + 2)}
         assert prefixes & documented, f"values.yaml: {leaf} has no '# --' description"
-    values_section = (CHART / "README.md").read_text().split("\n## Values\n", 1)[1]
+    readme = (CHART / "README.md").read_text()
+    values_section = readme.split("\n## Values\n", 1)[1]
     table = set(re.findall(r"^\| `([\w.]+)` \|", values_section, re.MULTILINE))
     assert table == documented
+    # The table is generated from values.yaml: regenerate it with scripts/chart-values-table.py.
+    assert readme == values_table.render_readme(readme, values_table.table()), (
+        "README values table is stale: run .tools/venv/bin/python scripts/chart-values-table.py"
+    )
