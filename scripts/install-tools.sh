@@ -96,8 +96,12 @@ install_promtool() {
   echo "install-tools: installing promtool from Debian prometheus=$version"
   local tmp="$SCRATCH/promtool"
   mkdir -p "$tmp" "$BIN"
-  # apt-get download writes into the current directory.
-  (cd "$tmp" && apt-get download --quiet=2 "prometheus=$version")
+  # apt-get download writes into the current directory. A fresh machine may have no package
+  # lists yet: refresh them once and retry.
+  if ! (cd "$tmp" && apt-get download --quiet=2 "prometheus=$version" 2>/dev/null); then
+    apt-get update --quiet=2
+    (cd "$tmp" && apt-get download --quiet=2 "prometheus=$version")
+  fi
   local deb=("$tmp"/prometheus_*.deb)
   echo "$deb_sha256  ${deb[0]}" | sha256sum --check --quiet
   dpkg-deb --fsys-tarfile "${deb[0]}" | tar -x -C "$tmp" ./usr/bin/promtool
