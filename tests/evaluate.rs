@@ -1,5 +1,5 @@
-//! The evaluator, rule by rule (issue: evaluator core), on the upstream example objects in
-//! tests/fixtures (copied from ../shared/reference/examples, see SOURCES there).
+//! The evaluator, rule by rule (docs/rules.md), on the upstream example objects in
+//! tests/fixtures (origins in tests/fixtures/SOURCES.md).
 
 #![allow(clippy::type_complexity)] // case tables are tuples by design
 
@@ -1072,4 +1072,455 @@ fn profile_sources_and_root_volume_type() {
         &cluster_facts(&[]),
     );
     assert_eq!(finding(&r, "UnsupportedRootVolumeType").severity, Severity::Error);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 11: fidelity to the upstream sources (docs/rules.md names each rule's source).
+// ---------------------------------------------------------------------------------------
+
+use live_migration_guard::cdi;
+use std::collections::BTreeMap;
+
+fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn np_on(class: &str, modes: Option<&[&str]>, volume_mode: Option<&str>) -> Value {
+    let mut edits = vec![(format!("{PERSISTENT}/storageClass"), json!(class))];
+    if let Some(m) = modes {
+        edits.push((format!("{PERSISTENT}/accessModes"), json!(m)));
+    }
+    if let Some(v) = volume_mode {
+        edits.push((format!("{PERSISTENT}/volumeMode"), json!(v)));
+    }
+    let edits: Vec<(&str, Value)> = edits.iter().map(|(p, v)| (p.as_str(), v.clone())).collect();
+    with(minimal(), &edits)
+}
+
+// §S1, CDI pkg/storagecapabilities/storagecapabilities.go CapabilitiesByProvisionerKey:
+// every key with its sets, in CDI's order (fixture transcribed from CDI c07cdb6fbd18).
+#[test]
+fn cdi_capability_table_matches_cdi_key_for_key() {
+    let text = fixture_text("cdi-capabilities-by-provisioner-key.txt");
+    let want: Vec<(String, Vec<String>)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(" = ").expect("key = sets");
+            (k.to_owned(), v.split(", ").map(str::to_owned).collect())
+        })
+        .collect();
+    assert_eq!(want.len(), 79, "CDI has 79 keys at the commit read");
+    let got: Vec<(String, Vec<String>)> = cdi::TABLE
+        .iter()
+        .map(|(k, caps)| {
+            (
+                (*k).to_owned(),
+                caps.iter().map(|(a, v)| format!("{a} {v}")).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    for (k, sets) in &want {
+        let caps = cdi::capabilities(k).expect("lookup by key");
+        assert_eq!(caps.len(), sets.len(), "{k}");
+    }
+}
+
+// §S1, CDI storagecapabilities.go storageClassToProvisionerKeyMapper: every mapper.
+#[test]
+fn cdi_provisioner_key_mappers_like_cdi() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        // HPP: overlayCSI present ⇒ overlay key, whatever its value
+        (
+            "kubevirt.io.hostpath-provisioner",
+            &[("overlayCSI", "false")],
+            "kubevirt.io.hostpath-provisioner/overlay",
+        ),
+        (
+            "kubevirt.io.hostpath-provisioner",
+            &[("overlayCSI", "")],
+            "kubevirt.io.hostpath-provisioner/overlay",
+        ),
+        (
+            "kubevirt.io.hostpath-provisioner",
+            &[("storagePool", "x")],
+            "kubevirt.io.hostpath-provisioner",
+        ),
+        // Portworx
+        (
+            "kubernetes.io/portworx-volume",
+            &[("sharedv4_mount_options", "vers=3.0,nolock")],
+            "kubernetes.io/portworx-volume/nfs",
+        ),
+        (
+            "pxd.portworx.com",
+            &[("backend", "pure_block")],
+            "pxd.portworx.com/pure_block",
+        ),
+        (
+            "pxd.portworx.com",
+            &[("backend", "pure_fa_file")],
+            "pxd.portworx.com/pure_fa_file",
+        ),
+        // a backend parameter disables the NFS check even with NFS options
+        (
+            "pxd.portworx.com",
+            &[
+                ("backend", "other"),
+                ("sharedv4_mount_options", "vers=3.0,nolock"),
+            ],
+            "pxd.portworx.com",
+        ),
+        (
+            "pxd.portworx.com",
+            &[("sharedv4_mount_options", "nolock,vers=3.0")],
+            "pxd.portworx.com/nfs",
+        ),
+        // Trident: backendType prefixes, GCNV flex by an exact selector element
+        (
+            "csi.trident.netapp.io",
+            &[("backendType", "ontap-nas-economy")],
+            "csi.trident.netapp.io/ontap-nas",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[("backendType", "ontap-san-economy")],
+            "csi.trident.netapp.io/ontap-san",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", "tier=a ; performance=flex"),
+            ],
+            "csi.trident.netapp.io/gcnv-flex",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", "performance=flex"),
+            ],
+            "csi.trident.netapp.io/gcnv-flex",
+        ),
+        // Go's regexp.Split keeps whitespace at the ends of the string
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", " performance=flex"),
+            ],
+            "UNKNOWN",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", "performance=flexible"),
+            ],
+            "UNKNOWN",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[("backendType", "solidfire-san")],
+            "UNKNOWN",
+        ),
+        // Infinidat
+        (
+            "infinibox-csi-driver",
+            &[("storage_protocol", "fc")],
+            "infinibox-csi-driver/iscsiorfibrechannel",
+        ),
+        (
+            "infinibox-csi-driver",
+            &[("storage_protocol", "nvme")],
+            "infinibox-csi-driver/nvme",
+        ),
+        (
+            "infinibox-csi-driver",
+            &[("storage_protocol", "nfs_treeq")],
+            "infinibox-csi-driver/nfs",
+        ),
+        ("infinibox-csi-driver", &[], "UNKNOWN"),
+        // vSphere and Dell by fsType / protocol
+        (
+            "csi.vsphere.vmware.com",
+            &[("csi.storage.k8s.io/fstype", "NFS4")],
+            "csi.vsphere.vmware.com/nfs",
+        ),
+        (
+            "csi-unity.dellemc.com",
+            &[("protocol", "NFS")],
+            "csi-unity.dellemc.com/nfs",
+        ),
+        (
+            "csi-powerstore.dellemc.com",
+            &[("csi.storage.k8s.io/fstype", "nfs")],
+            "csi-powerstore.dellemc.com/nfs",
+        ),
+        (
+            "csi-vxflexos.dellemc.com",
+            &[("csi.storage.k8s.io/fstype", "NFS")],
+            "csi-vxflexos.dellemc.com/nfs",
+        ),
+        (
+            "csi-powermax.dellemc.com",
+            &[("csi.storage.k8s.io/fstype", "nfs4")],
+            "csi-powermax.dellemc.com",
+        ),
+        ("csi.huawei.com", &[("protocol", "nfs")], "csi.huawei.com/nfs"),
+        ("csi.huawei.com", &[("protocol", "NFS")], "csi.huawei.com"),
+        // Longhorn
+        (
+            "driver.longhorn.io",
+            &[("migratable", "true"), ("nfsOptions", "x")],
+            "driver.longhorn.io/migratable",
+        ),
+        (
+            "driver.longhorn.io",
+            &[("nfsOptions", "x")],
+            "driver.longhorn.io/nfs",
+        ),
+        (
+            "driver.longhorn.io",
+            &[("fsType", "ext4")],
+            "driver.longhorn.io/fs",
+        ),
+        ("driver.longhorn.io", &[], "driver.longhorn.io"),
+        // EBS, GCE PD
+        ("ebs.csi.aws.com", &[("type", "gp3")], "ebs.csi.aws.com/gp"),
+        ("ebs.csi.aws.com", &[("type", "io1")], "ebs.csi.aws.com/io1"),
+        ("ebs.csi.aws.com", &[("type", "io2")], "ebs.csi.aws.com/io2"),
+        ("ebs.csi.aws.com", &[("type", "st1")], "ebs.csi.aws.com"),
+        (
+            "pd.csi.storage.gke.io",
+            &[("type", "hyperdisk-balanced-high-availability")],
+            "pd.csi.storage.gke.io/hyperdisk",
+        ),
+        (
+            "pd.csi.storage.gke.io",
+            &[("type", "pd-ssd")],
+            "pd.csi.storage.gke.io",
+        ),
+        // Synology by protocol
+        ("csi.san.synology.com", &[], "csi.san.synology.com/iscsi"),
+        (
+            "csi.san.synology.com",
+            &[("protocol", "iscsi")],
+            "csi.san.synology.com/iscsi",
+        ),
+        (
+            "csi.san.synology.com",
+            &[("protocol", "smb")],
+            "csi.san.synology.com/smb",
+        ),
+        (
+            "csi.san.synology.com",
+            &[("protocol", "nfs_treeq")],
+            "csi.san.synology.com/nfs",
+        ),
+        ("csi.san.synology.com", &[("protocol", "ftp")], "UNKNOWN"),
+        // IBM VPC File by profile and vmState; VPC Block has no mapper
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "rfs")],
+            "vpc.file.csi.ibm.io/rfs",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "rfs"), ("vmState", "true")],
+            "vpc.file.csi.ibm.io/rfs-rwo",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "dp2")],
+            "vpc.file.csi.ibm.io/dp2",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "dp2"), ("vmState", "true")],
+            "vpc.file.csi.ibm.io/dp2-rwo",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "other"), ("vmState", "true")],
+            "vpc.file.csi.ibm.io",
+        ),
+        (
+            "vpc.block.csi.ibm.io",
+            &[("profile", "10iops-tier")],
+            "vpc.block.csi.ibm.io",
+        ),
+        (
+            "rook-ceph.rbd.csi.ceph.com",
+            &[("pool", "x")],
+            "rook-ceph.rbd.csi.ceph.com",
+        ),
+    ];
+    for (prov, kv, want) in cases {
+        assert_eq!(cdi::provisioner_key(prov, &params(kv)), *want, "{prov} {kv:?}");
+    }
+    for (k, _) in cdi::TABLE {
+        assert!(!k.is_empty());
+    }
+    assert!(cdi::class_capabilities(cdi::NO_PROVISIONER, &params(&[])).is_none());
+}
+
+// §S1: the table drives the verdict when there is no StorageProfile (CDI storagecapabilities.go).
+#[test]
+fn builtin_table_entries_decide_without_profiles() {
+    let hpp_overlay = storage_class_with(
+        "hpp-overlay",
+        "kubevirt.io.hostpath-provisioner",
+        &[],
+        None,
+        &[("overlayCSI", "true")],
+    );
+    let gce = storage_class("gce-pd", "pd.csi.storage.gke.io", &[], None);
+    let synology_nfs = storage_class_with("syno", "csi.san.synology.com", &[], None, &[("protocol", "nfs")]);
+    let ibm_rwo = storage_class_with(
+        "ibm-rfs-rwo",
+        "vpc.file.csi.ibm.io",
+        &[],
+        None,
+        &[("profile", "rfs"), ("vmState", "true")],
+    );
+    let f = facts(&[&hpp_overlay, &gce, &synology_nfs, &ibm_rwo]);
+    // HPP overlay: RWX Filesystem ⇒ migratable
+    assert_eq!(
+        eval(np_on("hpp-overlay", None, None), &f).verdict,
+        Verdict::Migratable
+    );
+    // GCE PD offers RWO Block and RWO Filesystem: volumeMode Filesystem renders RWO FS, the
+    // VM runs and is DisksNotLiveMigratable (not "no matching accessMode")
+    let r = eval(np_on("gce-pd", None, Some("Filesystem")), &f);
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    assert!(
+        reasons(&r).contains(&"DisksNotLiveMigratable"),
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(
+        r.condition.as_ref().map(|c| c.reason.as_str()),
+        Some("DisksNotLiveMigratable")
+    );
+    // Synology NFS: RWX Filesystem first
+    assert_eq!(eval(np_on("syno", None, None), &f).verdict, Verdict::Migratable);
+    // IBM VPC file rfs with vmState: RWO only
+    assert_eq!(
+        eval(np_on("ibm-rfs-rwo", None, None), &f).verdict,
+        Verdict::NotMigratable
+    );
+}
+
+// §S4, CDI pkg/controller/datavolume/util.go renderPvcSpecVolumeModeAndAccessModesAndStorageClass /
+// getDefaultVolumeMode: explicit access modes are never refused by the profile; the driver decides.
+#[test]
+fn explicit_access_modes_are_judged_by_the_driver_not_the_profile() {
+    let narrowed_cephfs = [
+        storage_class(
+            "cephfs-narrow",
+            "openshift-storage.cephfs.csi.ceph.com",
+            &[],
+            None,
+        ),
+        profile(
+            "cephfs-narrow",
+            "openshift-storage.cephfs.csi.ceph.com",
+            &[(&[RWO], "Filesystem")],
+        ),
+    ];
+    let narrowed_rbd = [
+        storage_class("rbd-narrow", "openshift-storage.rbd.csi.ceph.com", &[], None),
+        profile(
+            "rbd-narrow",
+            "openshift-storage.rbd.csi.ceph.com",
+            &[(&[RWO], "Block")],
+        ),
+    ];
+    let mut extra = narrowed_cephfs.to_vec();
+    extra.extend(narrowed_rbd);
+    extra.push(storage_class("mystery", "example.com/mystery", &[], None));
+    let f = cluster_facts(&extra);
+    let cases: &[(&str, &str, &[&str], Option<&str>, Verdict, Option<&str>)] = &[
+        // multi-mode request with RWX: Block from the first set containing any mode ⇒ shared
+        (
+            "RWO+RWX on RBD",
+            "ceph-rbd",
+            &[RWO, RWX],
+            None,
+            Verdict::Migratable,
+            None,
+        ),
+        // the admin narrowed the profile; the CephFS driver still provisions RWX Filesystem
+        (
+            "RWX on narrowed CephFS",
+            "cephfs-narrow",
+            &[RWX],
+            None,
+            Verdict::Migratable,
+            None,
+        ),
+        // EBS refuses RWX whatever the profile
+        (
+            "RWX on gp3",
+            "gp3-csi",
+            &[RWX],
+            None,
+            Verdict::NotMigratable,
+            Some("AccessModesNotSupported"),
+        ),
+        // narrowed RBD profile has no RWX set ⇒ no volumeMode ⇒ Filesystem; RBD refuses RWX FS
+        (
+            "RWX on narrowed RBD",
+            "rbd-narrow",
+            &[RWX],
+            None,
+            Verdict::NotMigratable,
+            Some("AccessModesNotSupported"),
+        ),
+        // ReadWriteOncePod on RBD: provisioned, not shared ⇒ the VM runs, DisksNotLiveMigratable
+        (
+            "RWOP on RBD",
+            "ceph-rbd",
+            &["ReadWriteOncePod"],
+            None,
+            Verdict::NotMigratable,
+            Some("DisksNotLiveMigratable"),
+        ),
+        // RWO Filesystem on RBD: provisioned, not shared
+        (
+            "RWO FS on RBD",
+            "ceph-rbd",
+            &[RWO],
+            Some("Filesystem"),
+            Verdict::NotMigratable,
+            Some("DisksNotLiveMigratable"),
+        ),
+        // unknown driver with RWX: cannot tell whether it provisions
+        (
+            "RWX on unknown driver",
+            "mystery",
+            &[RWX],
+            Some("Block"),
+            Verdict::Unknown,
+            Some("UnknownProvisioner"),
+        ),
+    ];
+    for (name, class, modes, vm, want, reason) in cases {
+        let r = eval(np_on(class, Some(modes), *vm), &f);
+        assert_eq!(r.verdict, *want, "{name}: {:#?}", r.findings);
+        if let Some(reason) = reason {
+            assert!(reasons(&r).contains(reason), "{name}: {:#?}", r.findings);
+        }
+        let cond = r.condition.as_ref().map(|c| c.reason.as_str());
+        match *reason {
+            Some("DisksNotLiveMigratable") => assert_eq!(cond, Some("DisksNotLiveMigratable"), "{name}"),
+            Some("AccessModesNotSupported") => assert_eq!(cond, None, "{name}: never provisioned"),
+            _ => {}
+        }
+    }
 }

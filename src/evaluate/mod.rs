@@ -8,7 +8,6 @@
 //! ([`condition`], §1.5).
 
 pub mod batch;
-pub mod capabilities;
 pub mod condition;
 pub mod hostedcluster;
 pub mod judge;

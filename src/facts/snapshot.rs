@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::evaluate::capabilities::{self, Capability, NO_PROVISIONER};
+use crate::cdi::{self, Capability};
 use crate::resources::{ClaimPropertySet, HostedCluster, KubeVirt, StorageProfile};
 
 /// `storageclass.kubevirt.io/is-default-virt-class` (domain §4.4).
@@ -41,8 +41,12 @@ pub struct ClassFacts {
     /// Claim property sets in CDI's order (first = what a DataVolume gets by default).
     pub sets: Vec<ClaimPropertySet>,
     /// Whether `sets[0]` contains ReadWriteMany (what an RWO guest PVC or a root volume
-    /// that requests nothing ends up with, §2.3, §4.3).
+    /// that requests nothing ends up with, docs/rules.md §S3).
     pub first_set_rwx: bool,
+    /// What the storage driver itself provisions: CDI's built-in entry for the class's
+    /// provisioner and parameters, whatever the StorageProfile says (docs/rules.md §S4);
+    /// `None` when CDI's table does not describe the driver.
+    pub driver: Option<&'static [Capability]>,
 }
 
 impl ClassFacts {
@@ -205,8 +209,8 @@ impl DefaultKind {
 #[derive(Clone, Debug)]
 struct RawClass {
     provisioner: String,
-    /// CDI's capability table key, derived from the provisioner and parameters.
-    capability_key: String,
+    /// CDI's built-in capabilities for the provisioner and parameters.
+    driver: Option<&'static [Capability]>,
     created: Option<Timestamp>,
     virt_default: bool,
     k8s_default: bool,
@@ -254,14 +258,13 @@ impl FactsBuilder {
                 .is_some_and(|v| v == "true")
         };
         self.storage_known = true;
+        let empty = BTreeMap::new();
+        let params = sc.parameters.as_ref().unwrap_or(&empty);
         self.classes.insert(
             name,
             RawClass {
                 provisioner: sc.provisioner.clone(),
-                capability_key: capabilities::provisioner_key(
-                    &sc.provisioner,
-                    sc.parameters.as_ref().unwrap_or(&BTreeMap::new()),
-                ),
+                driver: cdi::class_capabilities(&sc.provisioner, params),
                 created: sc.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 virt_default: is_true(ANN_DEFAULT_VIRT_CLASS),
                 k8s_default: is_true(ANN_DEFAULT_CLASS),
@@ -341,6 +344,7 @@ impl FactsBuilder {
                     source,
                     sets,
                     first_set_rwx,
+                    driver: raw.driver,
                 },
             );
         }
@@ -413,10 +417,7 @@ fn capabilities_of(
         }
         // A profile without status has not been reconciled yet: fall through to the table.
     }
-    if raw.provisioner == NO_PROVISIONER {
-        return (CapabilitySource::Unknown, Vec::new());
-    }
-    match capabilities::capabilities(&raw.capability_key) {
+    match raw.driver {
         Some(caps) => (CapabilitySource::Builtin, caps.iter().map(to_set).collect()),
         None => (CapabilitySource::Unknown, Vec::new()),
     }
