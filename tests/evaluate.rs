@@ -481,9 +481,12 @@ fn reported_reason_follows_kubevirt_check_order() {
     }
 }
 
-// Rule 8: Multus-only NodePools by KubeVirt version.
+// §N1, KubeVirt pkg/network/vmispec/interface.go VerifyVMIMigratable (v0.59 … v1.9): a VM
+// without a pod network passes on every version. (Changed deliberately: the old test
+// expected NotMigratable before v1.8 and Unknown without a version, which the source refutes:
+// before v1.8 the helpers return true when there is no pod network.)
 #[test]
-fn attach_default_network_false_depends_on_kubevirt_version() {
+fn multus_only_passes_on_every_kubevirt_version() {
     let np = with(
         minimal(),
         &[
@@ -495,19 +498,19 @@ fn attach_default_network_false_depends_on_kubevirt_version() {
             (&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd")),
         ],
     );
-    let r = eval(np.clone(), &cluster_facts(&[kubevirt("v1.7.3")]));
-    assert_eq!(r.verdict, Verdict::NotMigratable);
-    let f = finding(&r, "InterfaceNotLiveMigratable");
-    assert_eq!(f.field, "spec.platform.kubevirt.attachDefaultNetwork");
-    assert!(r.condition.unwrap().message.contains("cannot migrate VMI which does not use masquerade, bridge with kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin to connect to the pod network"));
-
-    let r = eval(np.clone(), &cluster_facts(&[]));
-    assert_eq!(r.verdict, Verdict::Unknown);
-    assert_eq!(finding(&r, "KubeVirtVersionUnknown").severity, Severity::Warning);
-
-    let r = eval(np.clone(), &cluster_facts(&[kubevirt("v1.8.0")]));
-    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
-    assert_eq!(r.condition.unwrap().message, "All is well");
+    for version in [
+        None,
+        Some("v0.59.0"),
+        Some("v1.1.0"),
+        Some("v1.7.3"),
+        Some("v1.8.0"),
+        Some("v1.9.0"),
+    ] {
+        let extra: Vec<String> = version.map(kubevirt).into_iter().collect();
+        let r = eval(np.clone(), &cluster_facts(&extra));
+        assert_eq!(r.verdict, Verdict::Migratable, "{version:?}: {:#?}", r.findings);
+        assert_eq!(r.condition.unwrap().message, "All is well");
+    }
 
     // no additional networks at all: HyperShift's own validation fails
     let bad = with(
@@ -898,17 +901,28 @@ fn patched_devices_bindings_and_volumes() {
             "HostDeviceNotLiveMigratable",
             Some("VMI specifies too many GPUs"),
         ),
+        // §P3 (Go decodes the patched array element by element into the rendered one):
+        // replacing interfaces/0 keeps the rendered bridge unless the patch sets it to null.
+        // (Changed deliberately: these cases used to replace the binding outright.)
         (
-            "masquerade on the pod network",
-            iface(json!({"name": "default", "masquerade": {}})),
+            "masquerade on the pod network (bridge: null)",
+            iface(json!({"name": "default", "bridge": null, "masquerade": {}})),
             "v1.7.0",
             Verdict::Migratable,
             "",
             None,
         ),
         (
-            "SR-IOV on the pod network",
-            iface(json!({"name": "default", "sriov": {}})),
+            "masquerade next to the kept bridge on v1.9",
+            iface(json!({"name": "default", "masquerade": {}})),
+            "v1.9.0",
+            Verdict::NotMigratable,
+            "VirtualMachineRejected",
+            None,
+        ),
+        (
+            "SR-IOV on the pod network (bridge: null)",
+            iface(json!({"name": "default", "bridge": null, "sriov": {}})),
             "v1.8.0",
             Verdict::NotMigratable,
             "InterfaceNotLiveMigratable",
@@ -917,11 +931,19 @@ fn patched_devices_bindings_and_volumes() {
             ),
         ),
         (
-            "binding plugin",
+            "binding plugin next to the kept bridge on v1.8",
             iface(json!({"name": "default", "binding": {"name": "l2bridge"}})),
             "v1.8.0",
-            Verdict::Unknown,
-            "NetworkBindingPluginUnknown",
+            Verdict::NotMigratable,
+            "VirtualMachineRejected",
+            None,
+        ),
+        (
+            "binding plugin not registered in the KubeVirt CR",
+            iface(json!({"name": "default", "bridge": null, "binding": {"name": "l2bridge"}})),
+            "v1.8.0",
+            Verdict::NotMigratable,
+            "InterfaceNotLiveMigratable",
             None,
         ),
         (

@@ -9,8 +9,11 @@
 
 pub mod batch;
 pub mod condition;
+pub mod godecode;
 pub mod hostedcluster;
+pub mod jsonpatch;
 pub mod judge;
+pub mod network;
 pub mod nodepool;
 pub mod report;
 pub mod storage;

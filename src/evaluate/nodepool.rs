@@ -13,6 +13,9 @@ use super::vm::{self, VmTemplate};
 
 const PLATFORM: &str = "spec.platform.kubevirt";
 const PERSISTENT: &str = "spec.platform.kubevirt.rootVolume.persistent";
+/// NodePool annotation that switches HyperShift from anti-affinity to topology spread.
+const TOPOLOGY_SPREAD_ANNOTATION: &str =
+    "hypershift.openshift.io/nodepool-supports-kubevirt-topology-spread-constraints";
 
 /// Predicts whether the VMs HyperShift creates for `np` will be live migratable.
 /// `hc` is the NodePool's HostedCluster when known (its JSON patch and credentials apply).
@@ -158,9 +161,17 @@ fn render_and_patch(
         return (tpl, fields);
     }
 
+    let ctx = vm::RenderContext {
+        nodepool_name: np.metadata.name.as_deref().unwrap_or_default(),
+        infra_id: hc.and_then(|hc| hc.spec.infra_id.as_deref()).unwrap_or_default(),
+        topology_spread: annotation(&np.metadata, TOPOLOGY_SPREAD_ANNOTATION).is_some(),
+        platform,
+    };
     let mut current = tpl;
+    // Each patch is applied to the output of the previous one; a failure anywhere means
+    // HyperShift builds no machine template at all (docs/rules.md §P2).
     for (value, field) in [hc_patch, np_patch].into_iter().flatten() {
-        let patched = vm::parse_patch(value).and_then(|p| vm::apply_patches(&current, &[&p]));
+        let patched = vm::parse_patch(value).and_then(|p| vm::apply_patches(&current, &ctx, &[&p]));
         match patched {
             Ok(next) => {
                 attribute_changes(&current, &next, &field, &mut fields);

@@ -64,7 +64,12 @@ pub enum InfraFacts {
     Unavailable(String),
 }
 
-/// Parsed `status.observedKubeVirtVersion` of the infra KubeVirt CR.
+/// Parsed `status.observedKubeVirtVersion` of the infra KubeVirt CR (docs/rules.md §K1).
+///
+/// Rules compare against the first upstream tag that carries a behaviour (an
+/// `X.Y.0-alpha.N`/`-beta.N`/`-rc.N` pre-release or a release), with semver precedence.
+/// A `git describe` suffix (`v1.6.0-12-gabc`), build metadata (`+...`) or any other
+/// suffix is dropped: such a build has at least the behaviour of the tag it names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum KubeVirtVersion {
     #[default]
@@ -77,19 +82,52 @@ pub enum KubeVirtVersion {
 impl KubeVirtVersion {
     pub fn parse(raw: &str) -> Self {
         let trimmed = raw.trim().trim_start_matches('v');
-        match semver::Version::parse(trimmed) {
-            Ok(v) => Self::Known(v),
-            Err(_) => Self::Unparsable(raw.to_owned()),
+        let Ok(mut v) = semver::Version::parse(trimmed) else {
+            return Self::Unparsable(raw.to_owned());
+        };
+        v.build = semver::BuildMetadata::EMPTY;
+        v.pre = upstream_pre_release(v.pre.as_str());
+        Self::Known(v)
+    }
+
+    /// `Some(true)` if known and at least the upstream tag `tag` (e.g. `"1.8.0-rc.0"`),
+    /// `None` when unknown.
+    pub fn since(&self, tag: &str) -> Option<bool> {
+        match (self, semver::Version::parse(tag)) {
+            (Self::Known(v), Ok(t)) => Some(*v >= t),
+            _ => None,
         }
     }
 
-    /// `Some(true)` if known and `>= major.minor.0`, `None` when unknown.
+    /// `Some(true)` if known and `>= major.minor.0` (the release, not its pre-releases).
     pub fn at_least(&self, major: u64, minor: u64) -> Option<bool> {
         match self {
             Self::Known(v) => Some(*v >= semver::Version::new(major, minor, 0)),
             _ => None,
         }
     }
+}
+
+/// Keeps `alpha.N`, `beta.N`, `rc.N` (KubeVirt's pre-release tags), drops the rest.
+fn upstream_pre_release(pre: &str) -> semver::Prerelease {
+    let mut parts = pre.splitn(2, '.');
+    let (kind, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let number: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if matches!(kind, "alpha" | "beta" | "rc") && !number.is_empty() {
+        semver::Prerelease::new(&format!("{kind}.{number}")).unwrap_or(semver::Prerelease::EMPTY)
+    } else {
+        semver::Prerelease::EMPTY
+    }
+}
+
+/// What the rules read from the infra KubeVirt CR's `spec.configuration` (§K1, §N1).
+#[derive(Clone, Debug, Default)]
+pub struct KubeVirtConfig {
+    pub feature_gates: Vec<String>,
+    pub disabled_feature_gates: Vec<String>,
+    /// Network binding plugins, with whether each declares a migration method.
+    pub binding_plugins: BTreeMap<String, bool>,
+    pub default_architecture: Option<String>,
 }
 
 /// Everything the evaluator may read about the cluster. Cheap to share (`Arc<Facts>`).
@@ -101,6 +139,7 @@ pub struct Facts {
     storage_known: bool,
     profiles_known: bool,
     kubevirt_version: KubeVirtVersion,
+    kubevirt_config: Option<KubeVirtConfig>,
     hosted_clusters: HashMap<(String, String), Arc<HostedCluster>>,
     infra: HashMap<(String, String), InfraFacts>,
     rwx_suggestions: Vec<String>,
@@ -157,6 +196,11 @@ impl Facts {
 
     pub fn kubevirt_version(&self) -> &KubeVirtVersion {
         &self.kubevirt_version
+    }
+
+    /// The infra KubeVirt CR's configuration, when the CR is among the facts.
+    pub fn kubevirt_config(&self) -> Option<&KubeVirtConfig> {
+        self.kubevirt_config.as_ref()
     }
 
     pub fn hosted_cluster(&self, namespace: &str, name: &str) -> Option<&HostedCluster> {
@@ -224,6 +268,7 @@ pub struct FactsBuilder {
     storage_known: bool,
     profiles_known: bool,
     kubevirt_versions: Vec<String>,
+    kubevirt_config: Option<KubeVirtConfig>,
     hosted_clusters: HashMap<(String, String), Arc<HostedCluster>>,
     infra: HashMap<(String, String), InfraFacts>,
 }
@@ -302,6 +347,22 @@ impl FactsBuilder {
     }
 
     pub fn add_kubevirt(&mut self, kv: &KubeVirt) {
+        if let Some(spec) = kv.spec.as_ref() {
+            let c = &spec.configuration;
+            self.kubevirt_config = Some(KubeVirtConfig {
+                feature_gates: c.developer_configuration.feature_gates.clone(),
+                disabled_feature_gates: c.developer_configuration.disabled_feature_gates.clone(),
+                binding_plugins: c
+                    .network
+                    .binding
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.migration.is_some()))
+                    .collect(),
+                default_architecture: c.architecture_configuration.default_architecture.clone(),
+            });
+        } else if self.kubevirt_config.is_none() {
+            self.kubevirt_config = Some(KubeVirtConfig::default());
+        }
         if let Some(v) = kv
             .status
             .as_ref()
@@ -382,6 +443,7 @@ impl FactsBuilder {
             storage_known: self.storage_known,
             profiles_known: self.profiles_known,
             kubevirt_version,
+            kubevirt_config: self.kubevirt_config,
             hosted_clusters: self.hosted_clusters,
             infra: self.infra,
             rwx_suggestions,

@@ -40,6 +40,9 @@ impl_resource!(
 #[derive(Deserialize, Clone, Debug, Default)]
 pub struct HostedClusterSpec {
     pub platform: HostedClusterPlatform,
+    /// `spec.infraID`, rendered into the VM template's labels.
+    #[serde(default, rename = "infraID")]
+    pub infra_id: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]

@@ -56,6 +56,11 @@ pub struct KubevirtNodePoolPlatform {
     pub attach_default_network: Option<bool>,
     pub additional_networks: Option<Vec<KubevirtNetwork>>,
     pub host_devices: Option<Vec<KubevirtHostDevice>>,
+    /// `compute` (memory, cores, qosClass), kept as JSON: only rendered into the VM
+    /// template that JSON patches see (docs/rules.md §P1).
+    pub compute: Option<serde_json::Value>,
+    pub network_interface_multiqueue: Option<String>,
+    pub node_selector: Option<serde_json::Value>,
 }
 
 impl KubevirtNodePoolPlatform {
@@ -81,6 +86,8 @@ pub struct KubevirtPersistentVolume {
     pub storage_class: Option<String>,
     pub access_modes: Option<Vec<AccessMode>>,
     pub volume_mode: Option<VolumeMode>,
+    /// The root volume size (a quantity), rendered as the storage request.
+    pub size: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
