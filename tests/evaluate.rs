@@ -1546,3 +1546,360 @@ fn explicit_access_modes_are_judged_by_the_driver_not_the_profile() {
         }
     }
 }
+
+/// A KubeVirt CR with feature gates (and optionally disabled ones).
+fn kubevirt_with_gates(version: &str, gates: &[&str], disabled: &[&str]) -> String {
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+        "spec": {"configuration": {"developerConfiguration": {"featureGates": gates, "disabledFeatureGates": disabled}}},
+        "status": {"observedKubeVirtVersion": version},
+    })
+    .to_string()
+}
+
+fn on(np: Value, kubevirt_cr: String) -> Report {
+    eval(np, &cluster_facts(&[kubevirt_cr]))
+}
+
+// §K1, KubeVirt tags: behaviour arrives with a specific pre-release (v1.6.0-rc.0 reorders the
+// checks, v1.9.0-alpha.0 has the GPU messages); git-describe builds behave like their tag.
+#[test]
+fn kubevirt_versions_compare_by_first_upstream_tag() {
+    use live_migration_guard::facts::KubeVirtVersion as V;
+    let cases = [
+        ("v1.6.0-rc.0", "1.6.0-rc.0", true),
+        ("v1.6.0-beta.0", "1.6.0-rc.0", false),
+        ("v1.6.0-12-gabcdef0", "1.6.0", true),
+        ("v1.5.3-4-g0123abc", "1.6.0-rc.0", false),
+        ("v1.8.0-rc.1-3-gabc", "1.8.0-rc.0", true),
+        ("1.9.0+build.7", "1.9.0", true),
+        ("v1.4.1-rhel9.4", "1.4.1", true),
+    ];
+    for (raw, tag, want) in cases {
+        assert_eq!(V::parse(raw).since(tag), Some(want), "{raw} >= {tag}");
+    }
+    assert_eq!(V::parse("garbage").since("1.0.0"), None);
+    // RWO disk + host device: v1.6.0-beta.0 still reports the disk first, rc.0 the device
+    let np = with(
+        minimal(),
+        &[
+            (&format!("{PERSISTENT}/accessModes"), json!([RWO])),
+            (
+                "/spec/platform/kubevirt/hostDevices",
+                json!([{"deviceName": "nvidia.com/A100"}]),
+            ),
+        ],
+    );
+    let first = |v: &str| {
+        eval(np.clone(), &cluster_facts(&[kubevirt(v)]))
+            .condition
+            .map(|c| c.reason)
+    };
+    assert_eq!(first("v1.6.0-beta.0").as_deref(), Some("DisksNotLiveMigratable"));
+    assert_eq!(
+        first("v1.6.0-rc.0").as_deref(),
+        Some("HostDeviceNotLiveMigratable")
+    );
+    // GPU messages from v1.9.0-alpha.0
+    let msg = |v: &str| {
+        eval(np.clone(), &cluster_facts(&[kubevirt(v)]))
+            .condition
+            .map(|c| c.message)
+            .unwrap_or_default()
+    };
+    assert!(msg("v1.9.0-alpha.0").contains("VMI specifies non-migratable generic PCI host device"));
+    assert!(msg("v1.8.4").contains("VMI uses a PCI host devices"));
+}
+
+// §N1/§N2, KubeVirt pkg/network/vmispec/interface.go VerifyVMIMigratable and
+// pkg/network/admitter (passt.go, discontinued.go, binding.go).
+#[test]
+fn pod_network_bindings_by_kubevirt_version() {
+    let passt_binding = patched(json!([
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/bridge", "value": null},
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/passtBinding", "value": {}},
+    ]));
+    // v1.8 with the gate: migratable; without: rejected at creation; v1.9: Beta gate on by default
+    assert_eq!(
+        on(
+            passt_binding.clone(),
+            kubevirt_with_gates("v1.8.0", &["PasstBinding"], &[])
+        )
+        .verdict,
+        Verdict::Migratable
+    );
+    let r = on(passt_binding.clone(), kubevirt_with_gates("v1.8.0", &[], &[]));
+    assert!(
+        finding(&r, "VirtualMachineRejected")
+            .message
+            .contains("PasstBinding feature gate is not enabled")
+    );
+    assert!(r.condition.is_none());
+    assert_eq!(
+        on(passt_binding.clone(), kubevirt_with_gates("v1.9.0", &[], &[])).verdict,
+        Verdict::Migratable
+    );
+    let r = on(
+        passt_binding.clone(),
+        kubevirt_with_gates("v1.9.0", &[], &["PasstBinding"]),
+    );
+    assert!(reasons(&r).contains(&"VirtualMachineRejected"));
+    // the old `passt: {}` binding is rejected at creation
+    let old_passt = patched(json!([
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/bridge", "value": null},
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/passt", "value": {}},
+    ]));
+    let r = on(old_passt.clone(), kubevirt("v1.8.0"));
+    assert!(
+        finding(&r, "VirtualMachineRejected")
+            .message
+            .contains("Passt network binding has been discontinued since v1.3")
+    );
+    let r = on(old_passt, kubevirt("v1.5.0"));
+    assert!(
+        finding(&r, "VirtualMachineRejected")
+            .message
+            .contains("Passt feature gate is not enabled")
+    );
+    // v1.8's new failure: a pod network without a matching interface
+    let renamed =
+        patched(json!([{"op": "replace", "path": "/spec/template/spec/networks/0/name", "value": "podnet"}]));
+    let r = on(renamed.clone(), kubevirt("v1.8.0"));
+    assert_eq!(
+        r.condition.map(|c| c
+            .message
+            .contains("no primary interface found for network podnet")),
+        Some(true)
+    );
+    assert_eq!(
+        on(renamed.clone(), kubevirt("v1.8.0-alpha.0")).verdict,
+        Verdict::Migratable
+    );
+    assert_eq!(on(renamed, kubevirt("v1.7.2")).verdict, Verdict::Migratable);
+}
+
+// §K4, KubeVirt pkg/virt-handler/vm.go calculateLiveMigrationCondition: each blocker with its
+// reason and message, in KubeVirt's order.
+#[test]
+fn other_vmi_blockers_with_kubevirt_reasons() {
+    let add = |path: &str, value: Value| patched(json!([{"op": "add", "path": path, "value": value}]));
+    let ls = "/spec/template/spec/domain/launchSecurity";
+    let lun = json!({"name": "pr", "lun": {"reservation": true}});
+    let cases: Vec<(&str, Value, &str, &str, &str)> = vec![
+        (
+            "hyperv",
+            add(
+                "/spec/template/spec/domain/features/hypervPassthrough",
+                json!({"enabled": true}),
+            ),
+            "v1.8.0",
+            "HypervPassthroughNotLiveMigratable",
+            "VMI uses hyperv passthrough",
+        ),
+        (
+            "sev",
+            add(ls, json!({"sev": {}})),
+            "v1.8.0",
+            "SEVNotLiveMigratable",
+            "VMI uses SEV",
+        ),
+        (
+            "snp",
+            add(ls, json!({"snp": {}})),
+            "v1.8.0",
+            "SEVNotLiveMigratable",
+            "VMI uses SEV",
+        ),
+        (
+            "tdx",
+            add(ls, json!({"tdx": {}})),
+            "v1.8.0",
+            "TDXNotLiveMigratable",
+            "VMI uses TDX",
+        ),
+        (
+            "secure execution",
+            patched(
+                json!([{"op": "add", "path": ls, "value": {}}, {"op": "add", "path": "/spec/template/spec/architecture", "value": "s390x"}]),
+            ),
+            "v1.8.0",
+            "SecureExecutionNotLiveMigratable",
+            "VMI uses Secure Execution",
+        ),
+        (
+            "PR v1.8",
+            add("/spec/template/spec/domain/devices/disks/-", lun.clone()),
+            "v1.8.0",
+            "PersistentReservationNotLiveMigratable",
+            "VMI uses SCSI persistent reservation",
+        ),
+        (
+            "PR v1.6 spelling",
+            add("/spec/template/spec/domain/devices/disks/-", lun.clone()),
+            "v1.6.1",
+            "PersistentReservationNotLiveMigratable",
+            "VMI uses SCSI persitent reservation",
+        ),
+    ];
+    for (name, np, version, reason, message) in cases {
+        let r = on(np, kubevirt(version));
+        assert_eq!(r.verdict, Verdict::NotMigratable, "{name}: {:#?}", r.findings);
+        let c = r.condition.unwrap_or_else(|| panic!("{name}: condition"));
+        assert_eq!(c.reason, reason, "{name}");
+        assert!(c.message.contains(message), "{name}: {}", c.message);
+    }
+    // PR is migratable from v1.9.0-rc.0 (not in v1.9.0-beta.0)
+    let pr = add("/spec/template/spec/domain/devices/disks/-", lun);
+    assert_eq!(
+        on(pr.clone(), kubevirt("v1.9.0-rc.0")).verdict,
+        Verdict::Migratable
+    );
+    assert_eq!(on(pr, kubevirt("v1.9.0-beta.0")).verdict, Verdict::NotMigratable);
+    // order: host devices before SEV before Hyper-V before disks
+    let np = patched(json!([
+        {"op": "add", "path": "/spec/template/spec/domain/features/hypervPassthrough", "value": {"enabled": true}},
+        {"op": "add", "path": ls, "value": {"sev": {}}},
+    ]));
+    assert_eq!(
+        on(np, kubevirt("v1.8.0")).condition.map(|c| c.reason).as_deref(),
+        Some("SEVNotLiveMigratable")
+    );
+}
+
+// §P1–§P3, HyperShift kubevirt.go applyJsonPatches/applyJsonPatch and evanphx/json-patch v5.9.11.
+#[test]
+fn json_patches_see_the_rendered_template_and_decode_like_go() {
+    let np_ann = |ops: Value| {
+        (
+            "/metadata/annotations",
+            json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch": ops.to_string()}),
+        )
+    };
+    let f = cluster_facts(&[kubevirt("v1.8.0")]);
+    let run = |ops: Value| eval(with(minimal_rbd(), &[np_ann(ops)]), &f);
+    // rendered parts patches may replace/remove: affinity, storage request, safe-to-evict, cpu
+    for ok in [
+        json!([{"op": "remove", "path": "/spec/template/spec/affinity"}]),
+        json!([{"op": "replace", "path": "/spec/dataVolumeTemplates/0/spec/storage/resources/requests/storage", "value": "64Gi"}]),
+        json!([{"op": "remove", "path": "/spec/template/metadata/annotations/cluster-autoscaler.kubernetes.io~1safe-to-evict-local-volumes"}]),
+        json!([{"op": "replace", "path": "/spec/template/spec/domain/cpu/cores", "value": 4}]),
+        json!([{"op": "test", "path": "/spec/runStrategy", "value": "Always"}]),
+        // negative indices (SupportNegativeIndices) and a null patch
+        json!([{"op": "replace", "path": "/spec/template/spec/domain/devices/interfaces/-1/name", "value": "default"}]),
+        Value::Null,
+    ] {
+        let r = run(ok.clone());
+        assert_eq!(r.verdict, Verdict::Migratable, "{ok}: {:#?}", r.findings);
+    }
+    // a failing op means no VMs: nothing to replace
+    let r = run(json!([{"op": "replace", "path": "/spec/template/spec/domain/firmware", "value": {}}]));
+    assert!(reasons(&r).contains(&"InvalidKubevirtVMJSONPatch"));
+    assert!(r.condition.is_none());
+    // Guaranteed QoS renders domain.resources and no cpu
+    let guaranteed = with(
+        minimal_rbd(),
+        &[
+            (
+                "/spec/platform/kubevirt/compute",
+                json!({"cores": 2, "memory": "8Gi", "qosClass": "Guaranteed"}),
+            ),
+            np_ann(json!([{"op": "replace", "path": "/spec/template/spec/domain/cpu/cores", "value": 4}])),
+        ],
+    );
+    assert!(reasons(&eval(guaranteed, &f)).contains(&"InvalidKubevirtVMJSONPatch"));
+    // removing a rendered key does not clear the rendered field (Go decodes into the struct)
+    let rwo = with(
+        minimal(),
+        &[
+            (&format!("{PERSISTENT}/accessModes"), json!([RWO])),
+            np_ann(json!([{"op": "remove", "path": "/spec/dataVolumeTemplates/0/spec/storage/accessModes"}])),
+        ],
+    );
+    let r = eval(rwo, &f);
+    assert!(
+        reasons(&r).contains(&"DisksNotLiveMigratable"),
+        "{:#?}",
+        r.findings
+    );
+    let hostdev = with(
+        minimal_rbd(),
+        &[
+            (
+                "/spec/platform/kubevirt/hostDevices",
+                json!([{"deviceName": "nvidia.com/A100"}]),
+            ),
+            np_ann(json!([{"op": "remove", "path": "/spec/template/spec/domain/devices/hostDevices"}])),
+        ],
+    );
+    assert!(reasons(&eval(hostdev, &f)).contains(&"HostDeviceNotLiveMigratable"));
+    // the HostedCluster's patch runs first, the NodePool's on its result
+    let mut hc = fixture_value("hostedcluster-kubevirt-minimal.yaml");
+    hc["metadata"]["annotations"] = json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch":
+        json!([{"op": "add", "path": "/spec/template/spec/domain/devices/gpus", "value": [{"name": "g", "deviceName": "x"}]}]).to_string()});
+    let ns = hc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let name = hc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let np = with(
+        minimal_rbd(),
+        &[
+            ("/metadata/namespace", json!(ns)),
+            ("/spec/clusterName", json!(name)),
+            np_ann(json!([{"op": "remove", "path": "/spec/template/spec/domain/devices/gpus/0"}])),
+        ],
+    );
+    let facts_with_hc = {
+        let mut all = cluster();
+        all.push(kubevirt("v1.8.0"));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        builder(&refs).hosted_cluster(hostedcluster(hc)).build()
+    };
+    let r = eval(np, &facts_with_hc);
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+}
+
+// §H2, HyperShift hostedcluster_controller.go syncKVLiveMigratableCondition + CAPK
+// IsLiveMigratable: NodePools whose VMs never start do not make the HostedCluster False.
+#[test]
+fn hostedcluster_condition_ignores_nodepools_without_vms() {
+    use live_migration_guard::evaluate::batch::evaluate_all;
+    use live_migration_guard::facts::load;
+    let hc = fixture_text("hostedcluster-kubevirt-minimal.yaml");
+    let hcv = fixture_value("hostedcluster-kubevirt-minimal.yaml");
+    let np = |name: &str, class: &str| {
+        with(
+            minimal(),
+            &[
+                ("/metadata/name", json!(name)),
+                ("/metadata/namespace", hcv["metadata"]["namespace"].clone()),
+                ("/spec/clusterName", hcv["metadata"]["name"].clone()),
+                (&format!("{PERSISTENT}/storageClass"), json!(class)),
+            ],
+        )
+        .to_string()
+    };
+    let rbd_default = storage_class(
+        "virt",
+        "rbd.csi.ceph.com",
+        &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+        None,
+    );
+    let f = cluster_facts(&[rbd_default]);
+    let mut inputs = load::parse_bytes(hc.as_bytes(), "hc").expect("hc");
+    inputs.extend(load::parse_bytes(np("never-starts", "missing-class").as_bytes(), "np").expect("np"));
+    inputs.extend(load::parse_bytes(np("fine", "ceph-rbd").as_bytes(), "np").expect("np"));
+    let (reports, _) = evaluate_all(&inputs, &f);
+    let hc_report = reports
+        .reports
+        .iter()
+        .find(|r| r.kind == "HostedCluster")
+        .expect("hc report");
+    assert_eq!(
+        hc_report.condition.as_ref().map(|c| c.status),
+        Some("True"),
+        "{:#?}",
+        hc_report
+    );
+}

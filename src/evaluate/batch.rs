@@ -39,7 +39,11 @@ pub fn evaluate_all(inputs: &[Loaded], facts: &Facts) -> (Reports, Vec<Skipped>)
                     .find(|hc| hc.key() == (ns.as_str(), np.spec.cluster_name.as_str()))
                     .or_else(|| facts.hosted_cluster(&ns, &np.spec.cluster_name));
                 let report = nodepool::evaluate(np, hc, facts);
-                nodepool_verdicts.push(((ns, np.spec.cluster_name.clone()), report.name.clone(), report.verdict));
+                nodepool_verdicts.push((
+                    (ns, np.spec.cluster_name.clone()),
+                    report.name.clone(),
+                    report.hostedcluster_contribution(),
+                ));
                 slots[i] = Some(report);
             }
             Object::HostedCluster(_) => {}

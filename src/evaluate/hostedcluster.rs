@@ -16,8 +16,8 @@ use super::vm;
 const DRIVER: &str = "spec.platform.kubevirt.storageDriver";
 
 /// Predicts whether guest volumes of `hc` will keep its nodes live migratable.
-/// `nodepools` are the names of this HostedCluster's NodePools with their verdicts, when
-/// known; they make up the NodePool list of the predicted condition (§2.4).
+/// `nodepools` are the names of this HostedCluster's NodePools with what each contributes
+/// to the condition ([`Report::hostedcluster_contribution`]), when known (docs/rules.md §H2).
 pub fn evaluate(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict)]) -> Report {
     let mut report = Report {
         api_version: "hypershift.openshift.io/v1beta1",
@@ -241,7 +241,12 @@ fn hc_condition(
         .collect();
     let storage_errors = findings.iter().any(|f| f.reason == DISKS_NOT_LIVE_MIGRATABLE);
     if storage_errors {
-        bad = nodepools.iter().map(|(n, _)| n.as_str()).collect();
+        // NodePools whose VMs never start have no machines to attach volumes to.
+        bad = nodepools
+            .iter()
+            .filter(|(_, v)| *v != Verdict::NotApplicable)
+            .map(|(n, _)| n.as_str())
+            .collect();
     }
     bad.sort_unstable();
     bad.dedup();

@@ -178,6 +178,19 @@ impl Report {
         }
     }
 
+    /// What a NodePool contributes to its HostedCluster's condition (docs/rules.md §H2):
+    /// `NotMigratable` only when its own predicted condition is `False`. A NodePool whose
+    /// VMs never start has no machine reporting `VMLiveMigratable=False`, so it counts as
+    /// `NotApplicable` there.
+    pub fn hostedcluster_contribution(&self) -> Verdict {
+        match (&self.condition, self.verdict) {
+            (Some(c), _) if c.status == "False" => Verdict::NotMigratable,
+            (None, Verdict::NotMigratable) => Verdict::NotApplicable,
+            (_, Verdict::NotMigratable) => Verdict::Unknown,
+            (_, v) => v,
+        }
+    }
+
     pub fn errors(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| f.severity == Severity::Error)
     }
