@@ -31,8 +31,8 @@ pub struct Fields {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VmiMessage {
     Fixed(String),
-    /// `cannot migrate VMI: PVC <machine>-<dv> is not shared, …` (§3.3); the PVC name
-    /// depends on the machine (CAPK prefixes DataVolume templates with it, §1.3).
+    /// `cannot migrate VMI: PVC <machine>-<dv> is not shared, …` (§K5); the PVC name
+    /// depends on the machine (CAPK prefixes DataVolume templates with it, §R2).
     PvcNotShared {
         dv: String,
     },

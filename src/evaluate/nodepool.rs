@@ -1,4 +1,4 @@
-//! NodePool rules: render → patch → judge (domain §1, §3, §4, §6).
+//! NodePool rules: render → patch → judge (docs/rules.md §1, §3, §4, §6).
 
 use crate::facts::Facts;
 use crate::resources::meta::{annotation, display_name};
@@ -29,13 +29,13 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
         condition: None,
         findings: Vec::new(),
     };
-    // §1.1: only the KubeVirt platform has these VMs.
+    // §R1: only the KubeVirt platform has these VMs.
     if np.spec.platform.type_ != KUBEVIRT_PLATFORM {
         return report;
     }
     let findings = &mut report.findings;
     let Some(platform) = np.spec.platform.kubevirt.as_ref() else {
-        // §1.4: the controller fails with "nodepool.spec.platform.kubevirt is required"
+        // §R1: the controller fails with "nodepool.spec.platform.kubevirt is required"
         // (the defaulting webhook that would fill it is off by default).
         findings.push(Finding::blocking(
             "KubevirtPlatformMissing",
@@ -65,7 +65,7 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
     report
 }
 
-/// §1.4 runtime validation (`PlatformValidation`): errors stop the machine template.
+/// §R1 runtime validation (`PlatformValidation`): errors stop the machine template.
 fn validate_platform(platform: &KubevirtNodePoolPlatform, findings: &mut Vec<Finding>) {
     if let Some(rv) = &platform.root_volume {
         if rv.type_.as_deref().is_some_and(|t| t != "Persistent") {
@@ -109,7 +109,7 @@ fn validate_platform(platform: &KubevirtNodePoolPlatform, findings: &mut Vec<Fin
     }
 }
 
-/// Notes that the NodePool's HostedCluster (same namespace, `spec.clusterName`, §1.1) is unknown.
+/// Notes that the NodePool's HostedCluster (same namespace, `spec.clusterName`, §R1) is unknown.
 fn hosted_cluster_not_found(np: &NodePool, findings: &mut Vec<Finding>) {
     let namespace = np.metadata.namespace.as_deref().unwrap_or_default();
     let name = np.spec.cluster_name.as_str();
@@ -123,7 +123,7 @@ fn hosted_cluster_not_found(np: &NodePool, findings: &mut Vec<Finding>) {
     ));
 }
 
-/// Renders the template (§1.3), applies the HostedCluster's then the NodePool's JSON
+/// Renders the template (§R2), applies the HostedCluster's then the NodePool's JSON
 /// patch, and works out which field to point at for each aspect of the VM.
 fn render_and_patch(
     np: &NodePool,
@@ -227,7 +227,7 @@ fn attribute_changes(before: &VmTemplate, after: &VmTemplate, field: &str, field
     }
 }
 
-/// The condition HyperShift would set once the machines exist (§1.5).
+/// The condition HyperShift would set once the machines exist (§H1).
 fn predicted_condition(
     np: &NodePool,
     name: &str,

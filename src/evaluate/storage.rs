@@ -8,10 +8,10 @@ use crate::resources::{AccessMode, ClaimPropertySet, VolumeMode};
 use super::report::Finding;
 use super::vm::StorageRequest;
 
-/// KubeVirt's disk reason (domain §3.2).
+/// KubeVirt's disk reason (docs/rules.md §K2).
 pub const DISKS_NOT_LIVE_MIGRATABLE: &str = "DisksNotLiveMigratable";
 
-/// Which DataVolume API the request uses (domain §1.3: HyperShift uses `storage`).
+/// Which DataVolume API the request uses (docs/rules.md §R2: HyperShift uses `storage`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
     Storage,
@@ -345,7 +345,7 @@ fn no_claim_property_sets(class: &ClassFacts, fields: &RequestFields, facts: &Fa
     )
 }
 
-/// §4.4: explicit class, else the virt default, else the Kubernetes default (the `pvc`
+/// §S3: explicit class, else the virt default, else the Kubernetes default (the `pvc`
 /// API only gets the Kubernetes default).
 fn resolve_class<'f>(
     req: &StorageRequest,
@@ -357,7 +357,7 @@ fn resolve_class<'f>(
     let vol = &fields.volume;
     if let Some(name) = req.storage_class_name.as_deref() {
         if name.is_empty() {
-            // §4.4: "" only matches pre-existing PVs; invalid for dynamic provisioning.
+            // §S3: "" only matches pre-existing PVs; invalid for dynamic provisioning.
             findings.push(Finding::blocking(
                 "EmptyStorageClassName",
                 &fields.storage_class,
@@ -402,7 +402,7 @@ fn resolve_class<'f>(
     match default {
         Some((c, kind)) => Ok((c, Chosen::Default(kind))),
         None if !req.access_modes.is_empty() => {
-            // §4.3 rule 5: only a matching pre-existing PV could bind.
+            // §S3 rule 5: only a matching pre-existing PV could bind.
             findings.push(Finding::undecided(
                 "NoDefaultStorageClass",
                 &fields.storage_class,

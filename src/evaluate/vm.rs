@@ -1,5 +1,5 @@
 //! A minimal model of the KubeVirt VirtualMachine template HyperShift renders for a
-//! NodePool (domain §1.3), and the `hypershift.openshift.io/kubevirt-vm-jsonpatch`
+//! NodePool (docs/rules.md §R2), and the `hypershift.openshift.io/kubevirt-vm-jsonpatch`
 //! escape hatch applied to it.
 //!
 //! Only the parts KubeVirt's migratability rules read are modelled: the DataVolume
@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use crate::resources::nodepool::KubevirtNodePoolPlatform;
 use crate::resources::{AccessMode, VolumeMode};
 
-/// VMI annotation that makes bridge binding on the pod network migratable (domain §3.4).
+/// VMI annotation that makes bridge binding on the pod network migratable (docs/rules.md §N1).
 pub const ALLOW_POD_BRIDGE_MIGRATION: &str = "kubevirt.io/allow-pod-bridge-network-live-migration";
-/// Name of the root disk, its volume and its DataVolume template (domain §1.3).
+/// Name of the root disk, its volume and its DataVolume template (docs/rules.md §R2).
 pub const ROOT_DISK: &str = "rhcos";
 /// Host device entries rendered at most; HyperShift repeats each device `count` times, and
 /// a count near `2^31` (valid for the CRD) must not make us allocate gigabytes.
@@ -252,7 +252,7 @@ pub struct HostDisk {
 }
 
 impl VmTemplate {
-    /// The template HyperShift renders for `platform` (domain §1.3, HS `kubevirt.go`
+    /// The template HyperShift renders for `platform` (docs/rules.md §R2, HS `kubevirt.go`
     /// `virtualMachineTemplateBase`): the root DataVolume on the CDI `storage` API, the
     /// pod network with bridge binding plus the allow-migration annotation when the default
     /// network is attached, a bridge interface per additional network, and the host devices.

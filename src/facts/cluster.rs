@@ -559,7 +559,7 @@ impl InfraClusters {
 
 /// Reads the kubeconfig Secret, then keeps StorageClass/StorageProfile facts of that
 /// cluster in `state`. A missing or forbidden Secret is retried (it may be created later,
-/// domain §5: the Secret can lag the HostedCluster).
+/// docs/rules.md §5: the Secret can lag the HostedCluster).
 async fn infra_loop(
     client: Client,
     namespace: String,

@@ -11,22 +11,22 @@ use k8s_openapi::jiff::Timestamp;
 use crate::cdi::{self, Capability};
 use crate::resources::{ClaimPropertySet, HostedCluster, KubeVirt, StorageProfile};
 
-/// `storageclass.kubevirt.io/is-default-virt-class` (domain §4.4).
+/// `storageclass.kubevirt.io/is-default-virt-class` (docs/rules.md §S3).
 pub const ANN_DEFAULT_VIRT_CLASS: &str = "storageclass.kubevirt.io/is-default-virt-class";
-/// `storageclass.kubernetes.io/is-default-class` (domain §4.4).
+/// `storageclass.kubernetes.io/is-default-class` (docs/rules.md §S3).
 pub const ANN_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
 /// Where a class's claim property sets come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CapabilitySource {
-    /// The StorageProfile's `status.claimPropertySets` (what CDI uses, domain §4.2).
+    /// The StorageProfile's `status.claimPropertySets` (what CDI uses, docs/rules.md §S1).
     ProfileStatus,
-    /// The StorageProfile's `spec.claimPropertySets`, not yet copied to status (§4.2 item 1).
+    /// The StorageProfile's `spec.claimPropertySets`, not yet copied to status (§S1 item 1).
     ProfileSpec,
     /// The StorageProfile exists but has no claimPropertySets: CDI does not know the
-    /// provisioner (§4.2 item 4). DataVolumes that request nothing cannot be rendered.
+    /// provisioner (§S1 item 4). DataVolumes that request nothing cannot be rendered.
     ProfileEmpty,
-    /// No StorageProfile: CDI's built-in table for the provisioner (§4.2 item 2).
+    /// No StorageProfile: CDI's built-in table for the provisioner (§S1 item 2).
     Builtin,
     /// No StorageProfile and CDI's table does not know the provisioner.
     Unknown,
@@ -56,7 +56,7 @@ impl ClassFacts {
     }
 }
 
-/// Facts about an external infrastructure cluster (HostedCluster `credentials`, domain §2.5).
+/// Facts about an external infrastructure cluster (HostedCluster `credentials`, docs/rules.md §S6).
 #[derive(Clone, Debug)]
 pub enum InfraFacts {
     Ready(Arc<Facts>),
@@ -181,7 +181,7 @@ impl Facts {
     }
 
     /// The class CDI picks for a VM disk without `storageClassName`: the newest virt-default
-    /// class, else the newest Kubernetes default class (domain §4.4).
+    /// class, else the newest Kubernetes default class (docs/rules.md §S3).
     pub fn virt_default_class(&self) -> Option<(&ClassFacts, DefaultKind)> {
         if let Some(c) = self.virt_default.as_deref().and_then(|n| self.classes.get(n)) {
             return Some((c, DefaultKind::Virt));
@@ -234,7 +234,7 @@ impl Facts {
     }
 }
 
-/// How the class of a volume without `storageClassName` was chosen (domain §4.4).
+/// How the class of a volume without `storageClassName` was chosen (docs/rules.md §S3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefaultKind {
     Virt,
@@ -409,7 +409,7 @@ impl FactsBuilder {
                 },
             );
         }
-        // Several defaults: newest creationTimestamp wins, ties by name ascending (§4.4).
+        // Several defaults: newest creationTimestamp wins, ties by name ascending (§S3).
         let newest = |pick: fn(&RawClass) -> bool| {
             self.classes
                 .iter()
@@ -461,7 +461,7 @@ struct ProfileSets {
     reconciled: bool,
 }
 
-/// Claim property sets of one class, the way CDI would have them (domain §4.2).
+/// Claim property sets of one class, the way CDI would have them (docs/rules.md §S1).
 fn capabilities_of(
     raw: &RawClass,
     profile: Option<&ProfileSets>,
