@@ -31,7 +31,7 @@ pub fn evaluate_all(snapshot: &Snapshot, nodepools: &[Arc<NodePool>]) -> Vec<Rep
             by_cluster
                 .entry(key)
                 .or_default()
-                .push((report.name.clone(), report.verdict));
+                .push((report.name.clone(), report.hostedcluster_contribution()));
             report
         })
         .collect();

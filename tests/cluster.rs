@@ -217,10 +217,17 @@ async fn optional_apis_absent_is_ready_and_degraded() {
         s.facts.profiles_known()
     })
     .await;
-    assert_eq!(
-        verdict_of(&snap, &minimal_np()),
-        "Migratable",
-        "the profile now says RWX"
+    // the profile is read now: the verdict no longer rests on CDI's built-in table (it
+    // stays NotMigratable: EBS cannot provision RWX whatever a customized profile says,
+    // docs/rules.md)
+    let report = live_migration_guard::evaluate::evaluate_nodepool(&nodepool(minimal_np()), &snap.facts);
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.reason == "BuiltinStorageCapabilities"),
+        "{:#?}",
+        report.findings
     );
 }
 

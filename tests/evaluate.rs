@@ -1,5 +1,5 @@
-//! The evaluator, rule by rule (issue: evaluator core), on the upstream example objects in
-//! tests/fixtures (copied from ../shared/reference/examples, see SOURCES there).
+//! The evaluator, rule by rule (docs/rules.md), on the upstream example objects in
+//! tests/fixtures (origins in tests/fixtures/SOURCES.md).
 
 #![allow(clippy::type_complexity)] // case tables are tuples by design
 
@@ -481,9 +481,12 @@ fn reported_reason_follows_kubevirt_check_order() {
     }
 }
 
-// Rule 8: Multus-only NodePools by KubeVirt version.
+// §N1, KubeVirt pkg/network/vmispec/interface.go VerifyVMIMigratable (v0.59 … v1.9): a VM
+// without a pod network passes on every version. (Changed deliberately: the old test
+// expected NotMigratable before v1.8 and Unknown without a version, which the source refutes:
+// before v1.8 the helpers return true when there is no pod network.)
 #[test]
-fn attach_default_network_false_depends_on_kubevirt_version() {
+fn multus_only_passes_on_every_kubevirt_version() {
     let np = with(
         minimal(),
         &[
@@ -495,19 +498,19 @@ fn attach_default_network_false_depends_on_kubevirt_version() {
             (&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd")),
         ],
     );
-    let r = eval(np.clone(), &cluster_facts(&[kubevirt("v1.7.3")]));
-    assert_eq!(r.verdict, Verdict::NotMigratable);
-    let f = finding(&r, "InterfaceNotLiveMigratable");
-    assert_eq!(f.field, "spec.platform.kubevirt.attachDefaultNetwork");
-    assert!(r.condition.unwrap().message.contains("cannot migrate VMI which does not use masquerade, bridge with kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin to connect to the pod network"));
-
-    let r = eval(np.clone(), &cluster_facts(&[]));
-    assert_eq!(r.verdict, Verdict::Unknown);
-    assert_eq!(finding(&r, "KubeVirtVersionUnknown").severity, Severity::Warning);
-
-    let r = eval(np.clone(), &cluster_facts(&[kubevirt("v1.8.0")]));
-    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
-    assert_eq!(r.condition.unwrap().message, "All is well");
+    for version in [
+        None,
+        Some("v0.59.0"),
+        Some("v1.1.0"),
+        Some("v1.7.3"),
+        Some("v1.8.0"),
+        Some("v1.9.0"),
+    ] {
+        let extra: Vec<String> = version.map(kubevirt).into_iter().collect();
+        let r = eval(np.clone(), &cluster_facts(&extra));
+        assert_eq!(r.verdict, Verdict::Migratable, "{version:?}: {:#?}", r.findings);
+        assert_eq!(r.condition.unwrap().message, "All is well");
+    }
 
     // no additional networks at all: HyperShift's own validation fails
     let bad = with(
@@ -898,17 +901,28 @@ fn patched_devices_bindings_and_volumes() {
             "HostDeviceNotLiveMigratable",
             Some("VMI specifies too many GPUs"),
         ),
+        // §P3 (Go decodes the patched array element by element into the rendered one):
+        // replacing interfaces/0 keeps the rendered bridge unless the patch sets it to null.
+        // (Changed deliberately: these cases used to replace the binding outright.)
         (
-            "masquerade on the pod network",
-            iface(json!({"name": "default", "masquerade": {}})),
+            "masquerade on the pod network (bridge: null)",
+            iface(json!({"name": "default", "bridge": null, "masquerade": {}})),
             "v1.7.0",
             Verdict::Migratable,
             "",
             None,
         ),
         (
-            "SR-IOV on the pod network",
-            iface(json!({"name": "default", "sriov": {}})),
+            "masquerade next to the kept bridge on v1.9",
+            iface(json!({"name": "default", "masquerade": {}})),
+            "v1.9.0",
+            Verdict::NotMigratable,
+            "VirtualMachineRejected",
+            None,
+        ),
+        (
+            "SR-IOV on the pod network (bridge: null)",
+            iface(json!({"name": "default", "bridge": null, "sriov": {}})),
             "v1.8.0",
             Verdict::NotMigratable,
             "InterfaceNotLiveMigratable",
@@ -917,11 +931,19 @@ fn patched_devices_bindings_and_volumes() {
             ),
         ),
         (
-            "binding plugin",
+            "binding plugin next to the kept bridge on v1.8",
             iface(json!({"name": "default", "binding": {"name": "l2bridge"}})),
             "v1.8.0",
-            Verdict::Unknown,
-            "NetworkBindingPluginUnknown",
+            Verdict::NotMigratable,
+            "VirtualMachineRejected",
+            None,
+        ),
+        (
+            "binding plugin not registered in the KubeVirt CR",
+            iface(json!({"name": "default", "bridge": null, "binding": {"name": "l2bridge"}})),
+            "v1.8.0",
+            Verdict::NotMigratable,
+            "InterfaceNotLiveMigratable",
             None,
         ),
         (
@@ -1072,4 +1094,812 @@ fn profile_sources_and_root_volume_type() {
         &cluster_facts(&[]),
     );
     assert_eq!(finding(&r, "UnsupportedRootVolumeType").severity, Severity::Error);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 11: fidelity to the upstream sources (docs/rules.md names each rule's source).
+// ---------------------------------------------------------------------------------------
+
+use live_migration_guard::cdi;
+use std::collections::BTreeMap;
+
+fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn np_on(class: &str, modes: Option<&[&str]>, volume_mode: Option<&str>) -> Value {
+    let mut edits = vec![(format!("{PERSISTENT}/storageClass"), json!(class))];
+    if let Some(m) = modes {
+        edits.push((format!("{PERSISTENT}/accessModes"), json!(m)));
+    }
+    if let Some(v) = volume_mode {
+        edits.push((format!("{PERSISTENT}/volumeMode"), json!(v)));
+    }
+    let edits: Vec<(&str, Value)> = edits.iter().map(|(p, v)| (p.as_str(), v.clone())).collect();
+    with(minimal(), &edits)
+}
+
+// §S1, CDI pkg/storagecapabilities/storagecapabilities.go CapabilitiesByProvisionerKey:
+// every key with its sets, in CDI's order (fixture transcribed from CDI c07cdb6fbd18).
+#[test]
+fn cdi_capability_table_matches_cdi_key_for_key() {
+    let text = fixture_text("cdi-capabilities-by-provisioner-key.txt");
+    let want: Vec<(String, Vec<String>)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(" = ").expect("key = sets");
+            (k.to_owned(), v.split(", ").map(str::to_owned).collect())
+        })
+        .collect();
+    assert_eq!(want.len(), 79, "CDI has 79 keys at the commit read");
+    let got: Vec<(String, Vec<String>)> = cdi::TABLE
+        .iter()
+        .map(|(k, caps)| {
+            (
+                (*k).to_owned(),
+                caps.iter().map(|(a, v)| format!("{a} {v}")).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    for (k, sets) in &want {
+        let caps = cdi::capabilities(k).expect("lookup by key");
+        assert_eq!(caps.len(), sets.len(), "{k}");
+    }
+}
+
+// §S1, CDI storagecapabilities.go storageClassToProvisionerKeyMapper: every mapper.
+#[test]
+fn cdi_provisioner_key_mappers_like_cdi() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        // HPP: overlayCSI present ⇒ overlay key, whatever its value
+        (
+            "kubevirt.io.hostpath-provisioner",
+            &[("overlayCSI", "false")],
+            "kubevirt.io.hostpath-provisioner/overlay",
+        ),
+        (
+            "kubevirt.io.hostpath-provisioner",
+            &[("overlayCSI", "")],
+            "kubevirt.io.hostpath-provisioner/overlay",
+        ),
+        (
+            "kubevirt.io.hostpath-provisioner",
+            &[("storagePool", "x")],
+            "kubevirt.io.hostpath-provisioner",
+        ),
+        // Portworx
+        (
+            "kubernetes.io/portworx-volume",
+            &[("sharedv4_mount_options", "vers=3.0,nolock")],
+            "kubernetes.io/portworx-volume/nfs",
+        ),
+        (
+            "pxd.portworx.com",
+            &[("backend", "pure_block")],
+            "pxd.portworx.com/pure_block",
+        ),
+        (
+            "pxd.portworx.com",
+            &[("backend", "pure_fa_file")],
+            "pxd.portworx.com/pure_fa_file",
+        ),
+        // a backend parameter disables the NFS check even with NFS options
+        (
+            "pxd.portworx.com",
+            &[
+                ("backend", "other"),
+                ("sharedv4_mount_options", "vers=3.0,nolock"),
+            ],
+            "pxd.portworx.com",
+        ),
+        (
+            "pxd.portworx.com",
+            &[("sharedv4_mount_options", "nolock,vers=3.0")],
+            "pxd.portworx.com/nfs",
+        ),
+        // Trident: backendType prefixes, GCNV flex by an exact selector element
+        (
+            "csi.trident.netapp.io",
+            &[("backendType", "ontap-nas-economy")],
+            "csi.trident.netapp.io/ontap-nas",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[("backendType", "ontap-san-economy")],
+            "csi.trident.netapp.io/ontap-san",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", "tier=a ; performance=flex"),
+            ],
+            "csi.trident.netapp.io/gcnv-flex",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", "performance=flex"),
+            ],
+            "csi.trident.netapp.io/gcnv-flex",
+        ),
+        // Go's regexp.Split keeps whitespace at the ends of the string
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", " performance=flex"),
+            ],
+            "UNKNOWN",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[
+                ("backendType", "google-cloud-netapp-volumes"),
+                ("selector", "performance=flexible"),
+            ],
+            "UNKNOWN",
+        ),
+        (
+            "csi.trident.netapp.io",
+            &[("backendType", "solidfire-san")],
+            "UNKNOWN",
+        ),
+        // Infinidat
+        (
+            "infinibox-csi-driver",
+            &[("storage_protocol", "fc")],
+            "infinibox-csi-driver/iscsiorfibrechannel",
+        ),
+        (
+            "infinibox-csi-driver",
+            &[("storage_protocol", "nvme")],
+            "infinibox-csi-driver/nvme",
+        ),
+        (
+            "infinibox-csi-driver",
+            &[("storage_protocol", "nfs_treeq")],
+            "infinibox-csi-driver/nfs",
+        ),
+        ("infinibox-csi-driver", &[], "UNKNOWN"),
+        // vSphere and Dell by fsType / protocol
+        (
+            "csi.vsphere.vmware.com",
+            &[("csi.storage.k8s.io/fstype", "NFS4")],
+            "csi.vsphere.vmware.com/nfs",
+        ),
+        (
+            "csi-unity.dellemc.com",
+            &[("protocol", "NFS")],
+            "csi-unity.dellemc.com/nfs",
+        ),
+        (
+            "csi-powerstore.dellemc.com",
+            &[("csi.storage.k8s.io/fstype", "nfs")],
+            "csi-powerstore.dellemc.com/nfs",
+        ),
+        (
+            "csi-vxflexos.dellemc.com",
+            &[("csi.storage.k8s.io/fstype", "NFS")],
+            "csi-vxflexos.dellemc.com/nfs",
+        ),
+        (
+            "csi-powermax.dellemc.com",
+            &[("csi.storage.k8s.io/fstype", "nfs4")],
+            "csi-powermax.dellemc.com",
+        ),
+        ("csi.huawei.com", &[("protocol", "nfs")], "csi.huawei.com/nfs"),
+        ("csi.huawei.com", &[("protocol", "NFS")], "csi.huawei.com"),
+        // Longhorn
+        (
+            "driver.longhorn.io",
+            &[("migratable", "true"), ("nfsOptions", "x")],
+            "driver.longhorn.io/migratable",
+        ),
+        (
+            "driver.longhorn.io",
+            &[("nfsOptions", "x")],
+            "driver.longhorn.io/nfs",
+        ),
+        (
+            "driver.longhorn.io",
+            &[("fsType", "ext4")],
+            "driver.longhorn.io/fs",
+        ),
+        ("driver.longhorn.io", &[], "driver.longhorn.io"),
+        // EBS, GCE PD
+        ("ebs.csi.aws.com", &[("type", "gp3")], "ebs.csi.aws.com/gp"),
+        ("ebs.csi.aws.com", &[("type", "io1")], "ebs.csi.aws.com/io1"),
+        ("ebs.csi.aws.com", &[("type", "io2")], "ebs.csi.aws.com/io2"),
+        ("ebs.csi.aws.com", &[("type", "st1")], "ebs.csi.aws.com"),
+        (
+            "pd.csi.storage.gke.io",
+            &[("type", "hyperdisk-balanced-high-availability")],
+            "pd.csi.storage.gke.io/hyperdisk",
+        ),
+        (
+            "pd.csi.storage.gke.io",
+            &[("type", "pd-ssd")],
+            "pd.csi.storage.gke.io",
+        ),
+        // Synology by protocol
+        ("csi.san.synology.com", &[], "csi.san.synology.com/iscsi"),
+        (
+            "csi.san.synology.com",
+            &[("protocol", "iscsi")],
+            "csi.san.synology.com/iscsi",
+        ),
+        (
+            "csi.san.synology.com",
+            &[("protocol", "smb")],
+            "csi.san.synology.com/smb",
+        ),
+        (
+            "csi.san.synology.com",
+            &[("protocol", "nfs_treeq")],
+            "csi.san.synology.com/nfs",
+        ),
+        ("csi.san.synology.com", &[("protocol", "ftp")], "UNKNOWN"),
+        // IBM VPC File by profile and vmState; VPC Block has no mapper
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "rfs")],
+            "vpc.file.csi.ibm.io/rfs",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "rfs"), ("vmState", "true")],
+            "vpc.file.csi.ibm.io/rfs-rwo",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "dp2")],
+            "vpc.file.csi.ibm.io/dp2",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "dp2"), ("vmState", "true")],
+            "vpc.file.csi.ibm.io/dp2-rwo",
+        ),
+        (
+            "vpc.file.csi.ibm.io",
+            &[("profile", "other"), ("vmState", "true")],
+            "vpc.file.csi.ibm.io",
+        ),
+        (
+            "vpc.block.csi.ibm.io",
+            &[("profile", "10iops-tier")],
+            "vpc.block.csi.ibm.io",
+        ),
+        (
+            "rook-ceph.rbd.csi.ceph.com",
+            &[("pool", "x")],
+            "rook-ceph.rbd.csi.ceph.com",
+        ),
+    ];
+    for (prov, kv, want) in cases {
+        assert_eq!(cdi::provisioner_key(prov, &params(kv)), *want, "{prov} {kv:?}");
+    }
+    for (k, _) in cdi::TABLE {
+        assert!(!k.is_empty());
+    }
+    assert!(cdi::class_capabilities(cdi::NO_PROVISIONER, &params(&[])).is_none());
+}
+
+// §S1: the table drives the verdict when there is no StorageProfile (CDI storagecapabilities.go).
+#[test]
+fn builtin_table_entries_decide_without_profiles() {
+    let hpp_overlay = storage_class_with(
+        "hpp-overlay",
+        "kubevirt.io.hostpath-provisioner",
+        &[],
+        None,
+        &[("overlayCSI", "true")],
+    );
+    let gce = storage_class("gce-pd", "pd.csi.storage.gke.io", &[], None);
+    let synology_nfs = storage_class_with("syno", "csi.san.synology.com", &[], None, &[("protocol", "nfs")]);
+    let ibm_rwo = storage_class_with(
+        "ibm-rfs-rwo",
+        "vpc.file.csi.ibm.io",
+        &[],
+        None,
+        &[("profile", "rfs"), ("vmState", "true")],
+    );
+    let f = facts(&[&hpp_overlay, &gce, &synology_nfs, &ibm_rwo]);
+    // HPP overlay: RWX Filesystem ⇒ migratable
+    assert_eq!(
+        eval(np_on("hpp-overlay", None, None), &f).verdict,
+        Verdict::Migratable
+    );
+    // GCE PD offers RWO Block and RWO Filesystem: volumeMode Filesystem renders RWO FS, the
+    // VM runs and is DisksNotLiveMigratable (not "no matching accessMode")
+    let r = eval(np_on("gce-pd", None, Some("Filesystem")), &f);
+    assert_eq!(r.verdict, Verdict::NotMigratable);
+    assert!(
+        reasons(&r).contains(&"DisksNotLiveMigratable"),
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(
+        r.condition.as_ref().map(|c| c.reason.as_str()),
+        Some("DisksNotLiveMigratable")
+    );
+    // Synology NFS: RWX Filesystem first
+    assert_eq!(eval(np_on("syno", None, None), &f).verdict, Verdict::Migratable);
+    // IBM VPC file rfs with vmState: RWO only
+    assert_eq!(
+        eval(np_on("ibm-rfs-rwo", None, None), &f).verdict,
+        Verdict::NotMigratable
+    );
+}
+
+// §S4, CDI pkg/controller/datavolume/util.go renderPvcSpecVolumeModeAndAccessModesAndStorageClass /
+// getDefaultVolumeMode: explicit access modes are never refused by the profile; the driver decides.
+#[test]
+fn explicit_access_modes_are_judged_by_the_driver_not_the_profile() {
+    let narrowed_cephfs = [
+        storage_class(
+            "cephfs-narrow",
+            "openshift-storage.cephfs.csi.ceph.com",
+            &[],
+            None,
+        ),
+        profile(
+            "cephfs-narrow",
+            "openshift-storage.cephfs.csi.ceph.com",
+            &[(&[RWO], "Filesystem")],
+        ),
+    ];
+    let narrowed_rbd = [
+        storage_class("rbd-narrow", "openshift-storage.rbd.csi.ceph.com", &[], None),
+        profile(
+            "rbd-narrow",
+            "openshift-storage.rbd.csi.ceph.com",
+            &[(&[RWO], "Block")],
+        ),
+    ];
+    let mut extra = narrowed_cephfs.to_vec();
+    extra.extend(narrowed_rbd);
+    extra.push(storage_class("mystery", "example.com/mystery", &[], None));
+    let f = cluster_facts(&extra);
+    let cases: &[(&str, &str, &[&str], Option<&str>, Verdict, Option<&str>)] = &[
+        // multi-mode request with RWX: Block from the first set containing any mode ⇒ shared
+        (
+            "RWO+RWX on RBD",
+            "ceph-rbd",
+            &[RWO, RWX],
+            None,
+            Verdict::Migratable,
+            None,
+        ),
+        // the admin narrowed the profile; the CephFS driver still provisions RWX Filesystem
+        (
+            "RWX on narrowed CephFS",
+            "cephfs-narrow",
+            &[RWX],
+            None,
+            Verdict::Migratable,
+            None,
+        ),
+        // EBS refuses RWX whatever the profile
+        (
+            "RWX on gp3",
+            "gp3-csi",
+            &[RWX],
+            None,
+            Verdict::NotMigratable,
+            Some("AccessModesNotSupported"),
+        ),
+        // narrowed RBD profile has no RWX set ⇒ no volumeMode ⇒ Filesystem; RBD refuses RWX FS
+        (
+            "RWX on narrowed RBD",
+            "rbd-narrow",
+            &[RWX],
+            None,
+            Verdict::NotMigratable,
+            Some("AccessModesNotSupported"),
+        ),
+        // ReadWriteOncePod on RBD: provisioned, not shared ⇒ the VM runs, DisksNotLiveMigratable
+        (
+            "RWOP on RBD",
+            "ceph-rbd",
+            &["ReadWriteOncePod"],
+            None,
+            Verdict::NotMigratable,
+            Some("DisksNotLiveMigratable"),
+        ),
+        // RWO Filesystem on RBD: provisioned, not shared
+        (
+            "RWO FS on RBD",
+            "ceph-rbd",
+            &[RWO],
+            Some("Filesystem"),
+            Verdict::NotMigratable,
+            Some("DisksNotLiveMigratable"),
+        ),
+        // unknown driver with RWX: cannot tell whether it provisions
+        (
+            "RWX on unknown driver",
+            "mystery",
+            &[RWX],
+            Some("Block"),
+            Verdict::Unknown,
+            Some("UnknownProvisioner"),
+        ),
+    ];
+    for (name, class, modes, vm, want, reason) in cases {
+        let r = eval(np_on(class, Some(modes), *vm), &f);
+        assert_eq!(r.verdict, *want, "{name}: {:#?}", r.findings);
+        if let Some(reason) = reason {
+            assert!(reasons(&r).contains(reason), "{name}: {:#?}", r.findings);
+        }
+        let cond = r.condition.as_ref().map(|c| c.reason.as_str());
+        match *reason {
+            Some("DisksNotLiveMigratable") => assert_eq!(cond, Some("DisksNotLiveMigratable"), "{name}"),
+            Some("AccessModesNotSupported") => assert_eq!(cond, None, "{name}: never provisioned"),
+            _ => {}
+        }
+    }
+}
+
+/// A KubeVirt CR with feature gates (and optionally disabled ones).
+fn kubevirt_with_gates(version: &str, gates: &[&str], disabled: &[&str]) -> String {
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+        "spec": {"configuration": {"developerConfiguration": {"featureGates": gates, "disabledFeatureGates": disabled}}},
+        "status": {"observedKubeVirtVersion": version},
+    })
+    .to_string()
+}
+
+fn on(np: Value, kubevirt_cr: String) -> Report {
+    eval(np, &cluster_facts(&[kubevirt_cr]))
+}
+
+// §K1, KubeVirt tags: behaviour arrives with a specific pre-release (v1.6.0-rc.0 reorders the
+// checks, v1.9.0-alpha.0 has the GPU messages); git-describe builds behave like their tag.
+#[test]
+fn kubevirt_versions_compare_by_first_upstream_tag() {
+    use live_migration_guard::facts::KubeVirtVersion as V;
+    let cases = [
+        ("v1.6.0-rc.0", "1.6.0-rc.0", true),
+        ("v1.6.0-beta.0", "1.6.0-rc.0", false),
+        ("v1.6.0-12-gabcdef0", "1.6.0", true),
+        ("v1.5.3-4-g0123abc", "1.6.0-rc.0", false),
+        ("v1.8.0-rc.1-3-gabc", "1.8.0-rc.0", true),
+        ("1.9.0+build.7", "1.9.0", true),
+        ("v1.4.1-rhel9.4", "1.4.1", true),
+    ];
+    for (raw, tag, want) in cases {
+        assert_eq!(V::parse(raw).since(tag), Some(want), "{raw} >= {tag}");
+    }
+    assert_eq!(V::parse("garbage").since("1.0.0"), None);
+    // RWO disk + host device: v1.6.0-beta.0 still reports the disk first, rc.0 the device
+    let np = with(
+        minimal(),
+        &[
+            (&format!("{PERSISTENT}/accessModes"), json!([RWO])),
+            (
+                "/spec/platform/kubevirt/hostDevices",
+                json!([{"deviceName": "nvidia.com/A100"}]),
+            ),
+        ],
+    );
+    let first = |v: &str| {
+        eval(np.clone(), &cluster_facts(&[kubevirt(v)]))
+            .condition
+            .map(|c| c.reason)
+    };
+    assert_eq!(first("v1.6.0-beta.0").as_deref(), Some("DisksNotLiveMigratable"));
+    assert_eq!(
+        first("v1.6.0-rc.0").as_deref(),
+        Some("HostDeviceNotLiveMigratable")
+    );
+    // GPU messages from v1.9.0-alpha.0
+    let msg = |v: &str| {
+        eval(np.clone(), &cluster_facts(&[kubevirt(v)]))
+            .condition
+            .map(|c| c.message)
+            .unwrap_or_default()
+    };
+    assert!(msg("v1.9.0-alpha.0").contains("VMI specifies non-migratable generic PCI host device"));
+    assert!(msg("v1.8.4").contains("VMI uses a PCI host devices"));
+}
+
+// §N1/§N2, KubeVirt pkg/network/vmispec/interface.go VerifyVMIMigratable and
+// pkg/network/admitter (passt.go, discontinued.go, binding.go).
+#[test]
+fn pod_network_bindings_by_kubevirt_version() {
+    let passt_binding = patched(json!([
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/bridge", "value": null},
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/passtBinding", "value": {}},
+    ]));
+    // v1.8 with the gate: migratable; without: rejected at creation; v1.9: Beta gate on by default
+    assert_eq!(
+        on(
+            passt_binding.clone(),
+            kubevirt_with_gates("v1.8.0", &["PasstBinding"], &[])
+        )
+        .verdict,
+        Verdict::Migratable
+    );
+    let r = on(passt_binding.clone(), kubevirt_with_gates("v1.8.0", &[], &[]));
+    assert!(
+        finding(&r, "VirtualMachineRejected")
+            .message
+            .contains("PasstBinding feature gate is not enabled")
+    );
+    assert!(r.condition.is_none());
+    assert_eq!(
+        on(passt_binding.clone(), kubevirt_with_gates("v1.9.0", &[], &[])).verdict,
+        Verdict::Migratable
+    );
+    let r = on(
+        passt_binding.clone(),
+        kubevirt_with_gates("v1.9.0", &[], &["PasstBinding"]),
+    );
+    assert!(reasons(&r).contains(&"VirtualMachineRejected"));
+    // the old `passt: {}` binding is rejected at creation
+    let old_passt = patched(json!([
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/bridge", "value": null},
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/passt", "value": {}},
+    ]));
+    let r = on(old_passt.clone(), kubevirt("v1.8.0"));
+    assert!(
+        finding(&r, "VirtualMachineRejected")
+            .message
+            .contains("Passt network binding has been discontinued since v1.3")
+    );
+    let r = on(old_passt, kubevirt("v1.5.0"));
+    assert!(
+        finding(&r, "VirtualMachineRejected")
+            .message
+            .contains("Passt feature gate is not enabled")
+    );
+    // v1.8's new failure: a pod network without a matching interface
+    let renamed =
+        patched(json!([{"op": "replace", "path": "/spec/template/spec/networks/0/name", "value": "podnet"}]));
+    let r = on(renamed.clone(), kubevirt("v1.8.0"));
+    assert_eq!(
+        r.condition.map(|c| c
+            .message
+            .contains("no primary interface found for network podnet")),
+        Some(true)
+    );
+    assert_eq!(
+        on(renamed.clone(), kubevirt("v1.8.0-alpha.0")).verdict,
+        Verdict::Migratable
+    );
+    assert_eq!(on(renamed, kubevirt("v1.7.2")).verdict, Verdict::Migratable);
+}
+
+// §K4, KubeVirt pkg/virt-handler/vm.go calculateLiveMigrationCondition: each blocker with its
+// reason and message, in KubeVirt's order.
+#[test]
+fn other_vmi_blockers_with_kubevirt_reasons() {
+    let add = |path: &str, value: Value| patched(json!([{"op": "add", "path": path, "value": value}]));
+    let ls = "/spec/template/spec/domain/launchSecurity";
+    let lun = json!({"name": "pr", "lun": {"reservation": true}});
+    let cases: Vec<(&str, Value, &str, &str, &str)> = vec![
+        (
+            "hyperv",
+            add(
+                "/spec/template/spec/domain/features/hypervPassthrough",
+                json!({"enabled": true}),
+            ),
+            "v1.8.0",
+            "HypervPassthroughNotLiveMigratable",
+            "VMI uses hyperv passthrough",
+        ),
+        (
+            "sev",
+            add(ls, json!({"sev": {}})),
+            "v1.8.0",
+            "SEVNotLiveMigratable",
+            "VMI uses SEV",
+        ),
+        (
+            "snp",
+            add(ls, json!({"snp": {}})),
+            "v1.8.0",
+            "SEVNotLiveMigratable",
+            "VMI uses SEV",
+        ),
+        (
+            "tdx",
+            add(ls, json!({"tdx": {}})),
+            "v1.8.0",
+            "TDXNotLiveMigratable",
+            "VMI uses TDX",
+        ),
+        (
+            "secure execution",
+            patched(
+                json!([{"op": "add", "path": ls, "value": {}}, {"op": "add", "path": "/spec/template/spec/architecture", "value": "s390x"}]),
+            ),
+            "v1.8.0",
+            "SecureExecutionNotLiveMigratable",
+            "VMI uses Secure Execution",
+        ),
+        (
+            "PR v1.8",
+            add("/spec/template/spec/domain/devices/disks/-", lun.clone()),
+            "v1.8.0",
+            "PersistentReservationNotLiveMigratable",
+            "VMI uses SCSI persistent reservation",
+        ),
+        (
+            "PR v1.6 spelling",
+            add("/spec/template/spec/domain/devices/disks/-", lun.clone()),
+            "v1.6.1",
+            "PersistentReservationNotLiveMigratable",
+            "VMI uses SCSI persitent reservation",
+        ),
+    ];
+    for (name, np, version, reason, message) in cases {
+        let r = on(np, kubevirt(version));
+        assert_eq!(r.verdict, Verdict::NotMigratable, "{name}: {:#?}", r.findings);
+        let c = r.condition.unwrap_or_else(|| panic!("{name}: condition"));
+        assert_eq!(c.reason, reason, "{name}");
+        assert!(c.message.contains(message), "{name}: {}", c.message);
+    }
+    // PR is migratable from v1.9.0-rc.0 (not in v1.9.0-beta.0)
+    let pr = add("/spec/template/spec/domain/devices/disks/-", lun);
+    assert_eq!(
+        on(pr.clone(), kubevirt("v1.9.0-rc.0")).verdict,
+        Verdict::Migratable
+    );
+    assert_eq!(on(pr, kubevirt("v1.9.0-beta.0")).verdict, Verdict::NotMigratable);
+    // order: host devices before SEV before Hyper-V before disks
+    let np = patched(json!([
+        {"op": "add", "path": "/spec/template/spec/domain/features/hypervPassthrough", "value": {"enabled": true}},
+        {"op": "add", "path": ls, "value": {"sev": {}}},
+    ]));
+    assert_eq!(
+        on(np, kubevirt("v1.8.0")).condition.map(|c| c.reason).as_deref(),
+        Some("SEVNotLiveMigratable")
+    );
+}
+
+// §P1–§P3, HyperShift kubevirt.go applyJsonPatches/applyJsonPatch and evanphx/json-patch v5.9.11.
+#[test]
+fn json_patches_see_the_rendered_template_and_decode_like_go() {
+    let np_ann = |ops: Value| {
+        (
+            "/metadata/annotations",
+            json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch": ops.to_string()}),
+        )
+    };
+    let f = cluster_facts(&[kubevirt("v1.8.0")]);
+    let run = |ops: Value| eval(with(minimal_rbd(), &[np_ann(ops)]), &f);
+    // rendered parts patches may replace/remove: affinity, storage request, safe-to-evict, cpu
+    for ok in [
+        json!([{"op": "remove", "path": "/spec/template/spec/affinity"}]),
+        json!([{"op": "replace", "path": "/spec/dataVolumeTemplates/0/spec/storage/resources/requests/storage", "value": "64Gi"}]),
+        json!([{"op": "remove", "path": "/spec/template/metadata/annotations/cluster-autoscaler.kubernetes.io~1safe-to-evict-local-volumes"}]),
+        json!([{"op": "replace", "path": "/spec/template/spec/domain/cpu/cores", "value": 4}]),
+        json!([{"op": "test", "path": "/spec/runStrategy", "value": "Always"}]),
+        // negative indices (SupportNegativeIndices) and a null patch
+        json!([{"op": "replace", "path": "/spec/template/spec/domain/devices/interfaces/-1/name", "value": "default"}]),
+        Value::Null,
+    ] {
+        let r = run(ok.clone());
+        assert_eq!(r.verdict, Verdict::Migratable, "{ok}: {:#?}", r.findings);
+    }
+    // a failing op means no VMs: nothing to replace
+    let r = run(json!([{"op": "replace", "path": "/spec/template/spec/domain/firmware", "value": {}}]));
+    assert!(reasons(&r).contains(&"InvalidKubevirtVMJSONPatch"));
+    assert!(r.condition.is_none());
+    // Guaranteed QoS renders domain.resources and no cpu
+    let guaranteed = with(
+        minimal_rbd(),
+        &[
+            (
+                "/spec/platform/kubevirt/compute",
+                json!({"cores": 2, "memory": "8Gi", "qosClass": "Guaranteed"}),
+            ),
+            np_ann(json!([{"op": "replace", "path": "/spec/template/spec/domain/cpu/cores", "value": 4}])),
+        ],
+    );
+    assert!(reasons(&eval(guaranteed, &f)).contains(&"InvalidKubevirtVMJSONPatch"));
+    // removing a rendered key does not clear the rendered field (Go decodes into the struct)
+    let rwo = with(
+        minimal(),
+        &[
+            (&format!("{PERSISTENT}/accessModes"), json!([RWO])),
+            np_ann(json!([{"op": "remove", "path": "/spec/dataVolumeTemplates/0/spec/storage/accessModes"}])),
+        ],
+    );
+    let r = eval(rwo, &f);
+    assert!(
+        reasons(&r).contains(&"DisksNotLiveMigratable"),
+        "{:#?}",
+        r.findings
+    );
+    let hostdev = with(
+        minimal_rbd(),
+        &[
+            (
+                "/spec/platform/kubevirt/hostDevices",
+                json!([{"deviceName": "nvidia.com/A100"}]),
+            ),
+            np_ann(json!([{"op": "remove", "path": "/spec/template/spec/domain/devices/hostDevices"}])),
+        ],
+    );
+    assert!(reasons(&eval(hostdev, &f)).contains(&"HostDeviceNotLiveMigratable"));
+    // the HostedCluster's patch runs first, the NodePool's on its result
+    let mut hc = fixture_value("hostedcluster-kubevirt-minimal.yaml");
+    hc["metadata"]["annotations"] = json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch":
+        json!([{"op": "add", "path": "/spec/template/spec/domain/devices/gpus", "value": [{"name": "g", "deviceName": "x"}]}]).to_string()});
+    let ns = hc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let name = hc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let np = with(
+        minimal_rbd(),
+        &[
+            ("/metadata/namespace", json!(ns)),
+            ("/spec/clusterName", json!(name)),
+            np_ann(json!([{"op": "remove", "path": "/spec/template/spec/domain/devices/gpus/0"}])),
+        ],
+    );
+    let facts_with_hc = {
+        let mut all = cluster();
+        all.push(kubevirt("v1.8.0"));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        builder(&refs).hosted_cluster(hostedcluster(hc)).build()
+    };
+    let r = eval(np, &facts_with_hc);
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+}
+
+// §H2, HyperShift hostedcluster_controller.go syncKVLiveMigratableCondition + CAPK
+// IsLiveMigratable: NodePools whose VMs never start do not make the HostedCluster False.
+#[test]
+fn hostedcluster_condition_ignores_nodepools_without_vms() {
+    use live_migration_guard::evaluate::batch::evaluate_all;
+    use live_migration_guard::facts::load;
+    let hc = fixture_text("hostedcluster-kubevirt-minimal.yaml");
+    let hcv = fixture_value("hostedcluster-kubevirt-minimal.yaml");
+    let np = |name: &str, class: &str| {
+        with(
+            minimal(),
+            &[
+                ("/metadata/name", json!(name)),
+                ("/metadata/namespace", hcv["metadata"]["namespace"].clone()),
+                ("/spec/clusterName", hcv["metadata"]["name"].clone()),
+                (&format!("{PERSISTENT}/storageClass"), json!(class)),
+            ],
+        )
+        .to_string()
+    };
+    let rbd_default = storage_class(
+        "virt",
+        "rbd.csi.ceph.com",
+        &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+        None,
+    );
+    let f = cluster_facts(&[rbd_default]);
+    let mut inputs = load::parse_bytes(hc.as_bytes(), "hc").expect("hc");
+    inputs.extend(load::parse_bytes(np("never-starts", "missing-class").as_bytes(), "np").expect("np"));
+    inputs.extend(load::parse_bytes(np("fine", "ceph-rbd").as_bytes(), "np").expect("np"));
+    let (reports, _) = evaluate_all(&inputs, &f);
+    let hc_report = reports
+        .reports
+        .iter()
+        .find(|r| r.kind == "HostedCluster")
+        .expect("hc report");
+    assert_eq!(
+        hc_report.condition.as_ref().map(|c| c.status),
+        Some("True"),
+        "{:#?}",
+        hc_report
+    );
 }

@@ -62,7 +62,7 @@ pub fn evaluate_all_until(
                 nodepool_verdicts
                     .entry((ns, np.spec.cluster_name.clone()))
                     .or_default()
-                    .push((report.name.clone(), report.verdict));
+                    .push((report.name.clone(), report.hostedcluster_contribution()));
                 slots[i] = Some(report);
             }
             Object::HostedCluster(_) => {}

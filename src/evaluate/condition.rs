@@ -1,6 +1,6 @@
 //! The `KubeVirtNodesLiveMigratable` condition HyperShift would report, in its exact
-//! format (domain §1.5 and HS `nodepool_controller.go` `aggregateMachineReasonsAndMessages`;
-//! §2.4 for HostedClusters).
+//! format (docs/rules.md §H1 and HS `nodepool_controller.go` `aggregateMachineReasonsAndMessages`;
+//! §H2 for HostedClusters).
 
 use super::judge::FailedCheck;
 use super::report::{CONDITION_TYPE, Condition};
@@ -47,7 +47,7 @@ pub fn nodepool_not_migratable(nodepool: &str, machines: u64, check: &FailedChec
     }
 }
 
-/// The HostedCluster condition (§2.4) listing the NodePools predicted not migratable.
+/// The HostedCluster condition (§H2) listing the NodePools predicted not migratable.
 pub fn hostedcluster_not_migratable(nodepools: &str) -> Condition {
     Condition {
         type_: CONDITION_TYPE,

@@ -1,5 +1,5 @@
 //! HostedCluster rules: the infra storage classes the KubeVirt CSI driver provisions guest
-//! volumes on (domain §2.2, §2.3, §6). Guest PVCs are hot-plugged into the node VMs; an RWO
+//! volumes on (docs/rules.md §S6, §S6, §6). Guest PVCs are hot-plugged into the node VMs; an RWO
 //! guest PVC gets the infra class's first claim property set, and if that is not
 //! ReadWriteMany the node VM is `DisksNotLiveMigratable` while the volume is attached.
 
@@ -16,8 +16,8 @@ use super::vm;
 const DRIVER: &str = "spec.platform.kubevirt.storageDriver";
 
 /// Predicts whether guest volumes of `hc` will keep its nodes live migratable.
-/// `nodepools` are the names of this HostedCluster's NodePools with their verdicts, when
-/// known; they make up the NodePool list of the predicted condition (§2.4).
+/// `nodepools` are the names of this HostedCluster's NodePools with what each contributes
+/// to the condition ([`Report::hostedcluster_contribution`]), when known (docs/rules.md §H2).
 pub fn evaluate(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict)]) -> Report {
     let mut report = Report {
         api_version: "hypershift.openshift.io/v1beta1",
@@ -52,7 +52,7 @@ pub fn evaluate(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict
         .and_then(|d| d.type_)
         .unwrap_or(StorageDriverType::Default);
     match driver_type {
-        // §2.2: no KubeVirt CSI in the guest, no hot-plugged infra volumes.
+        // §S6: no KubeVirt CSI in the guest, no hot-plugged infra volumes.
         StorageDriverType::None => {}
         StorageDriverType::Default => check_default_class(infra, findings),
         StorageDriverType::Manual => {
@@ -80,8 +80,8 @@ pub fn evaluate(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict
     report
 }
 
-/// §2.2 `Default`: guest PVCs of `kubevirt-csi-infra-default` land on the infra default
-/// class (virt default, then Kubernetes default, §4.4).
+/// §S6 `Default`: guest PVCs of `kubevirt-csi-infra-default` land on the infra default
+/// class (virt default, then Kubernetes default, §S3).
 fn check_default_class(facts: &Facts, findings: &mut Vec<Finding>) {
     let field = format!("{DRIVER}.type");
     if !facts.storage_known() {
@@ -116,7 +116,7 @@ fn check_default_class(facts: &Facts, findings: &mut Vec<Finding>) {
     );
 }
 
-/// §2.2 `Manual`: each mapping's infra class.
+/// §S6 `Manual`: each mapping's infra class.
 fn check_mapping(facts: &Facts, infra: &str, guest: &str, field: &str, findings: &mut Vec<Finding>) {
     if !facts.storage_known() {
         findings.push(no_facts(facts, field, &format!("infra StorageClass {infra}")));
@@ -141,7 +141,7 @@ fn check_mapping(facts: &Facts, infra: &str, guest: &str, field: &str, findings:
     );
 }
 
-/// An RWO guest PVC gets the class's first claim property set (§2.3, §4.3 rule 1).
+/// An RWO guest PVC gets the class's first claim property set (§S6, §S3 rule 1).
 fn judge_class(
     class: &ClassFacts,
     what: &str,
@@ -227,7 +227,7 @@ fn default_fix(facts: &Facts) -> String {
     )
 }
 
-/// §2.4: `True` unless a NodePool of this cluster is not migratable; we also predict
+/// §H2: `True` unless a NodePool of this cluster is not migratable; we also predict
 /// `False` when the storage mapping would make any node with an attached volume so.
 fn hc_condition(
     verdict: Verdict,
@@ -241,7 +241,12 @@ fn hc_condition(
         .collect();
     let storage_errors = findings.iter().any(|f| f.reason == DISKS_NOT_LIVE_MIGRATABLE);
     if storage_errors {
-        bad = nodepools.iter().map(|(n, _)| n.as_str()).collect();
+        // NodePools whose VMs never start have no machines to attach volumes to.
+        bad = nodepools
+            .iter()
+            .filter(|(_, v)| *v != Verdict::NotApplicable)
+            .map(|(n, _)| n.as_str())
+            .collect();
     }
     bad.sort_unstable();
     bad.dedup();

@@ -1,17 +1,18 @@
-//! KubeVirt's live-migratability checks (domain §3), applied to the VM model: interfaces
-//! (§3.4), host devices and GPUs (§3.5), volumes (§3.3), plus the CPU model note (§3.6).
-//!
-//! virt-handler reports only the first failing check per VMI; the order changed in
-//! KubeVirt v1.6.0 (§3.1): interfaces → host devices → disks from v1.6.0 (and when the
-//! version is unknown), disks first before. Every failing check still becomes a finding.
+//! KubeVirt's live-migratability checks applied to the VM model, in virt-handler's order
+//! (docs/rules.md §K2, KubeVirt `pkg/virt-handler/vm.go` `calculateLiveMigrationCondition`):
+//! interfaces (§N1), host devices and GPUs (§K3), SEV/TDX, Secure Execution, SCSI persistent
+//! reservation, Hyper-V passthrough (§K4), disks (§K5); disks first before v1.6.0-rc.0.
+//! virt-handler reports only the first failing check per VMI; every failing check still
+//! becomes a finding.
 
 use crate::facts::{Facts, KubeVirtVersion};
 
+use super::network::{self, NetOutcome};
 use super::report::Finding;
 use super::storage::{self, Api, DiskOutcome, RequestFields};
-use super::vm::{ALLOW_POD_BRIDGE_MIGRATION, VmTemplate};
+use super::vm::VmTemplate;
 
-pub const INTERFACE_NOT_LIVE_MIGRATABLE: &str = "InterfaceNotLiveMigratable";
+pub use super::network::INTERFACE_NOT_LIVE_MIGRATABLE;
 pub const HOST_DEVICE_NOT_LIVE_MIGRATABLE: &str = "HostDeviceNotLiveMigratable";
 
 /// The fields a user edits for each aspect of the VM, depending on whether the NodePool
@@ -30,8 +31,8 @@ pub struct Fields {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VmiMessage {
     Fixed(String),
-    /// `cannot migrate VMI: PVC <machine>-<dv> is not shared, …` (§3.3); the PVC name
-    /// depends on the machine (CAPK prefixes DataVolume templates with it, §1.3).
+    /// `cannot migrate VMI: PVC <machine>-<dv> is not shared, …` (§K5); the PVC name
+    /// depends on the machine (CAPK prefixes DataVolume templates with it, §R2).
     PvcNotShared {
         dv: String,
     },
@@ -65,141 +66,172 @@ pub struct Judgement {
     pub blocked: bool,
 }
 
+/// First upstream KubeVirt tags carrying each behaviour (docs/rules.md §K1).
+mod since {
+    pub const HYPERV_PASSTHROUGH: &str = "1.3.0-alpha.0";
+    pub const INTERFACES_BEFORE_DISKS: &str = "1.6.0-rc.0";
+    pub const SECURE_EXECUTION: &str = "1.6.0-rc.0";
+    pub const TDX_AND_SNP: &str = "1.7.0-rc.0";
+    pub const PR_SPELLED_RIGHT: &str = "1.7.0-alpha.0";
+    pub const GPU_MESSAGES: &str = "1.9.0-alpha.0";
+    pub const PR_MIGRATABLE: &str = "1.9.0-rc.0";
+}
+
 pub fn judge(tpl: &VmTemplate, facts: &Facts, fields: &Fields, findings: &mut Vec<Finding>) -> Judgement {
     let version = facts.kubevirt_version();
-    let interface = check_interfaces(tpl, version, fields, findings);
+    let (interface, rejected) = match network::check(tpl, facts, fields, findings) {
+        NetOutcome::Ok => (None, false),
+        NetOutcome::Rejected => (None, true),
+        NetOutcome::Failed(check) => (Some(check), false),
+    };
     let host_device = check_host_devices(tpl, version, fields, findings);
+    let launch = check_launch_security(tpl, facts, fields, findings);
+    let reservation = check_persistent_reservation(tpl, version, fields, findings);
+    let hyperv = check_hyperv_passthrough(tpl, version, fields, findings);
     let (disk, blocked) = check_volumes(tpl, facts, fields, findings);
     check_cpu_model(tpl, fields, findings);
-    let disks_first = version.at_least(1, 6) == Some(false);
-    let ordered = if disks_first {
-        [disk, interface, host_device]
+    let middle = [host_device, launch, reservation, hyperv];
+    let ordered: Vec<FailedCheck> = if version.since(since::INTERFACES_BEFORE_DISKS) == Some(false) {
+        [disk, interface].into_iter().chain(middle).flatten().collect()
     } else {
-        [interface, host_device, disk]
+        [interface]
+            .into_iter()
+            .chain(middle)
+            .chain([disk])
+            .flatten()
+            .collect()
     };
     Judgement {
-        failed: ordered.into_iter().flatten().collect(),
-        blocked,
+        failed: ordered,
+        blocked: blocked || rejected,
     }
 }
 
-/// §3.4 `VerifyVMIMigratable`: only the interface on the pod network matters.
-fn check_interfaces(
+fn blocker(
+    findings: &mut Vec<Finding>,
+    reason: &'static str,
+    field: &str,
+    detail: String,
+    message: &str,
+    fix: &str,
+) -> Option<FailedCheck> {
+    findings.push(Finding::error(reason, field, detail, fix.to_owned()));
+    Some(FailedCheck {
+        reason,
+        message: VmiMessage::Fixed(message.to_owned()),
+    })
+}
+
+/// §K4 `util.IsSEVVMI` (SEV, and SNP from v1.7.0-rc.0), `IsTDXVMI` (v1.7.0-rc.0+), then
+/// `IsSecureExecutionVMI` (any launchSecurity on s390x, v1.6.0-rc.0+).
+fn check_launch_security(
     tpl: &VmTemplate,
-    version: &KubeVirtVersion,
+    facts: &Facts,
     fields: &Fields,
     findings: &mut Vec<Finding>,
 ) -> Option<FailedCheck> {
-    let vmi = &tpl.spec.template;
-    let interfaces = &vmi.spec.domain.devices.interfaces;
-    let since_1_8 = version.at_least(1, 8);
-    let fail = |findings: &mut Vec<Finding>, detail: String, fix: String| {
-        findings.push(Finding::error(
-            INTERFACE_NOT_LIVE_MIGRATABLE,
-            &fields.network,
-            detail,
+    let v = facts.kubevirt_version();
+    let spec = &tpl.spec.template.spec;
+    let ls = spec.domain.launch_security.as_ref()?;
+    let new = v.since(since::TDX_AND_SNP) != Some(false);
+    let fix = "remove domain.launchSecurity from the JSON patch (confidential VMs cannot be live migrated)";
+    if ls.sev.is_some() || (new && ls.snp.is_some()) {
+        return blocker(
+            findings,
+            "SEVNotLiveMigratable",
+            &fields.cpu,
+            "the VM uses AMD SEV (launchSecurity); KubeVirt never live migrates it".into(),
+            "VMI uses SEV",
             fix,
-        ));
-        Some(FailedCheck {
-            reason: INTERFACE_NOT_LIVE_MIGRATABLE,
-            message: VmiMessage::Fixed(pod_network_message(version).into()),
-        })
-    };
-    if interfaces.is_empty() {
+        );
+    }
+    if new && ls.tdx.is_some() {
+        return blocker(
+            findings,
+            "TDXNotLiveMigratable",
+            &fields.cpu,
+            "the VM uses Intel TDX (launchSecurity); KubeVirt never live migrates it".into(),
+            "VMI uses TDX",
+            fix,
+        );
+    }
+    let arch = spec.architecture.clone().or_else(|| {
+        facts
+            .kubevirt_config()
+            .and_then(|c| c.default_architecture.clone())
+    });
+    if v.since(since::SECURE_EXECUTION) != Some(false) && arch.as_deref() == Some("s390x") {
+        return blocker(
+            findings,
+            "SecureExecutionNotLiveMigratable",
+            &fields.cpu,
+            "the VM sets launchSecurity on s390x (IBM Secure Execution); KubeVirt never live migrates it"
+                .into(),
+            "VMI uses Secure Execution",
+            fix,
+        );
+    }
+    None
+}
+
+/// §K4 `reservation.HasVMIPersistentReservation`: a LUN disk with `reservation: true`
+/// blocks up to v1.9.0-beta.0 (migratable from v1.9.0-rc.0).
+fn check_persistent_reservation(
+    tpl: &VmTemplate,
+    v: &KubeVirtVersion,
+    fields: &Fields,
+    findings: &mut Vec<Finding>,
+) -> Option<FailedCheck> {
+    let disks = &tpl.spec.template.spec.domain.devices.disks;
+    let lun = disks
+        .iter()
+        .find(|d| d.lun.as_ref().is_some_and(|l| l.reservation))?;
+    if v.since(since::PR_MIGRATABLE) == Some(true) {
         return None;
     }
-    let Some(pod_net) = vmi.spec.networks.iter().find(|n| n.pod.is_some()) else {
-        // No pod network: fine from v1.8.0; older versions fail any VMI with interfaces.
-        return match since_1_8 {
-            Some(true) => None,
-            Some(false) => fail(
-                findings,
-                format!(
-                    "the VM has no pod-network interface (Multus only); KubeVirt {} fails such VMIs, only v1.8.0 and newer live migrate them",
-                    version_text(version)
-                ),
-                "set attachDefaultNetwork to true (or keep the pod network in the JSON patch), or upgrade the infrastructure cluster to KubeVirt v1.8.0 or newer".into(),
-            ),
-            None => {
-                findings.push(Finding::undecided(
-                    "KubeVirtVersionUnknown",
-                    &fields.network,
-                    "the VM has no pod-network interface (Multus only), which KubeVirt live migrates only from v1.8.0; the infrastructure cluster's KubeVirt version is unknown".into(),
-                    format!("supply the KubeVirt CR (status.observedKubeVirtVersion) in the facts, or set {} to true", fields.network),
-                ));
-                None
-            }
-        };
+    let message = if v.since(since::PR_SPELLED_RIGHT) == Some(false) {
+        "VMI uses SCSI persitent reservation"
+    } else {
+        "VMI uses SCSI persistent reservation"
     };
-    let Some(iface) = interfaces.iter().find(|i| i.name == pod_net.name) else {
-        findings.push(Finding::error(
-            INTERFACE_NOT_LIVE_MIGRATABLE,
-            &fields.network,
-            format!("the pod network {} has no interface", pod_net.name),
-            "fix the pod network interface in the JSON patch".into(),
-        ));
-        return Some(FailedCheck {
-            reason: INTERFACE_NOT_LIVE_MIGRATABLE,
-            message: VmiMessage::Fixed(format!("no primary interface found for network {}", pod_net.name)),
-        });
-    };
-    if iface.masquerade.is_some() || iface.passt.is_some() {
-        return None;
-    }
-    if iface.bridge.is_some() {
-        let annotated = vmi.metadata.annotations.contains_key(ALLOW_POD_BRIDGE_MIGRATION);
-        // The annotation exists since KubeVirt v1.0.0 (§3.4); HyperShift always sets it.
-        if annotated && version.at_least(1, 0) != Some(false) {
-            return None;
-        }
-        let (detail, fix) = if annotated {
-            (
-                format!(
-                    "the pod-network interface {} uses bridge binding; KubeVirt {} predates the {ALLOW_POD_BRIDGE_MIGRATION} annotation (v1.0.0) and cannot live migrate it",
-                    iface.name,
-                    version_text(version)
-                ),
-                "upgrade the infrastructure cluster to KubeVirt v1.0.0 or newer".to_owned(),
-            )
-        } else {
-            (
-                format!(
-                    "the pod-network interface {} uses bridge binding without the VMI annotation {ALLOW_POD_BRIDGE_MIGRATION}",
-                    iface.name
-                ),
-                format!(
-                    "keep the {ALLOW_POD_BRIDGE_MIGRATION} annotation HyperShift sets (do not patch it away)"
-                ),
-            )
-        };
-        return fail(findings, detail, fix);
-    }
-    if let Some(plugin) = &iface.binding {
-        findings.push(Finding::undecided(
-            "NetworkBindingPluginUnknown",
-            &fields.network,
-            format!(
-                "the pod-network interface {} uses the network binding plugin {}; it is live migratable only if the plugin is registered with a migration method in the KubeVirt CR",
-                iface.name, plugin.name
-            ),
-            "check spec.configuration.network.binding in the KubeVirt CR, or use bridge/masquerade on the pod network".into(),
-        ));
-        return None;
-    }
-    fail(
+    blocker(
         findings,
+        "PersistentReservationNotLiveMigratable",
+        &fields.patched_volumes,
         format!(
-            "the pod-network interface {} uses a binding KubeVirt cannot live migrate (e.g. SR-IOV)",
-            iface.name
+            "disk {} is a LUN with SCSI persistent reservation; KubeVirt {} does not live migrate it (v1.9.0 does)",
+            lun.name,
+            network::text(v)
         ),
-        format!(
-            "use masquerade, passt or bridge with the {ALLOW_POD_BRIDGE_MIGRATION} annotation on the pod network"
-        ),
+        message,
+        "remove lun.reservation from the JSON patch, or upgrade the infrastructure cluster to KubeVirt v1.9.0",
     )
 }
 
-/// §3.5: any host device blocks; GPUs block up to v1.8.x, and from v1.9.0 only without
-/// the VGPULiveMigration feature gate or for more than one GPU.
+/// §K4: `domain.features.hypervPassthrough.enabled: true` blocks (checked from v1.3.0).
+fn check_hyperv_passthrough(
+    tpl: &VmTemplate,
+    v: &KubeVirtVersion,
+    fields: &Fields,
+    findings: &mut Vec<Finding>,
+) -> Option<FailedCheck> {
+    let features = tpl.spec.template.spec.domain.features.as_ref()?;
+    let hp = features.hyperv_passthrough.as_ref()?;
+    if hp.enabled != Some(true) || v.since(since::HYPERV_PASSTHROUGH) == Some(false) {
+        return None;
+    }
+    blocker(
+        findings,
+        "HypervPassthroughNotLiveMigratable",
+        &fields.cpu,
+        "the VM enables Hyper-V passthrough (domain.features.hypervPassthrough); KubeVirt never live migrates it".into(),
+        "VMI uses hyperv passthrough",
+        "remove domain.features.hypervPassthrough from the JSON patch (list the Hyper-V enlightenments under domain.features.hyperv instead)",
+    )
+}
+
+/// §K3 `vmiContainsNonMigratablePCIHostDevices`: any host device blocks; GPUs block up to
+/// v1.8.x, and from v1.9.0-alpha.0 only without the VGPULiveMigration gate or above one GPU.
 fn check_host_devices(
     tpl: &VmTemplate,
     version: &KubeVirtVersion,
@@ -207,7 +239,7 @@ fn check_host_devices(
     findings: &mut Vec<Finding>,
 ) -> Option<FailedCheck> {
     let devices = &tpl.spec.template.spec.domain.devices;
-    let since_1_9 = version.at_least(1, 9);
+    let since_1_9 = version.since(since::GPU_MESSAGES);
     let fail = |message: &str, detail: String, findings: &mut Vec<Finding>| {
         findings.push(Finding::error(
             HOST_DEVICE_NOT_LIVE_MIGRATABLE,
@@ -267,7 +299,7 @@ fn check_host_devices(
     }
 }
 
-/// §3.3 `checkVolumesForMigration`: every PVC/DataVolume volume must be ReadWriteMany;
+/// §K5 `checkVolumesForMigration`: every PVC/DataVolume volume must be ReadWriteMany;
 /// host disks must be shared; other sources only force block migration.
 fn check_volumes(
     tpl: &VmTemplate,
@@ -365,7 +397,7 @@ fn unknown_pvc(claim: &str, field: &str, findings: &mut Vec<Finding>) {
     ));
 }
 
-/// §3.6: host-passthrough is not flagged by KubeVirt, but such VMs migrate only between
+/// §K6: host-passthrough is not flagged by KubeVirt, but such VMs migrate only between
 /// identical CPUs (HyperShift PR #7431 warns about it).
 fn check_cpu_model(tpl: &VmTemplate, fields: &Fields, findings: &mut Vec<Finding>) {
     let model = tpl
@@ -383,36 +415,5 @@ fn check_cpu_model(tpl: &VmTemplate, fields: &Fields, findings: &mut Vec<Finding
             "the VM uses CPU model host-passthrough; KubeVirt does not flag it, but it live migrates only between nodes with identical CPUs".into(),
             "remove the CPU model from the JSON patch to use the cluster default (host-model), or keep the infrastructure nodes' CPUs identical".into(),
         ));
-    }
-}
-
-/// The pod-network message of the VMI condition, by KubeVirt version (§3.4); the newest
-/// wording when the version is unknown.
-fn pod_network_message(version: &KubeVirtVersion) -> &'static str {
-    match (
-        version.at_least(1, 8),
-        version.at_least(1, 2),
-        version.at_least(1, 0),
-    ) {
-        (Some(false), Some(true), _) => {
-            "cannot migrate VMI which does not use masquerade, bridge with kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin to connect to the pod network"
-        }
-        (Some(false), _, Some(true)) => {
-            "cannot migrate VMI which does not use masquerade to connect to the pod network or bridge with kubevirt.io/allow-pod-bridge-network-live-migration VM annotation"
-        }
-        (Some(false), _, _) => {
-            "cannot migrate VMI which does not use masquerade to connect to the pod network"
-        }
-        _ => {
-            "cannot migrate VMI which does not use masquerade or a migratable plugin to connect to the pod network"
-        }
-    }
-}
-
-fn version_text(v: &KubeVirtVersion) -> String {
-    match v {
-        KubeVirtVersion::Known(v) => format!("v{v}"),
-        KubeVirtVersion::Unparsable(raw) => format!("{raw:?}"),
-        KubeVirtVersion::Unknown => "(unknown version)".into(),
     }
 }

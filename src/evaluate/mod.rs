@@ -1,17 +1,19 @@
 //! The evaluator: pure rules, no I/O. Given a NodePool or HostedCluster and the facts
 //! about the cluster that runs the VMs, predict live-migratability the way KubeVirt, CDI and
-//! HyperShift would decide it (`../shared/docs/domain.md`; each rule cites its section).
+//! HyperShift would decide it (docs/rules.md; each rule cites its section).
 //!
-//! Pipeline for a NodePool: render the VM HyperShift would create ([`vm`], §1.3) → apply
+//! Pipeline for a NodePool: render the VM HyperShift would create ([`vm`], §R2) → apply
 //! the JSON-patch annotations → resolve each DataVolume's class and CDI-rendered modes
 //! ([`storage`], §4) → judge with KubeVirt's rules ([`judge`], §3) → predict the condition
-//! ([`condition`], §1.5).
+//! ([`condition`], §H1).
 
 pub mod batch;
-pub mod capabilities;
 pub mod condition;
+pub mod godecode;
 pub mod hostedcluster;
+pub mod jsonpatch;
 pub mod judge;
+pub mod network;
 pub mod nodepool;
 pub mod patch_limits;
 pub mod report;
@@ -24,7 +26,7 @@ use crate::facts::Facts;
 use crate::resources::{HostedCluster, NodePool};
 
 /// The facts of the cluster a HostedCluster's VMs run on: the local facts, or those of its
-/// external infrastructure cluster (`credentials`, domain §2.1, §2.5). When the latter are
+/// external infrastructure cluster (`credentials`, docs/rules.md §S6, §S6). When the latter are
 /// not available, an `Unknown` finding at `field` says why, and `none` is returned.
 fn infra_facts<'a>(
     hc: &HostedCluster,

@@ -1,4 +1,4 @@
-//! NodePool rules: render → patch → judge (domain §1, §3, §4, §6).
+//! NodePool rules: render → patch → judge (docs/rules.md §1, §3, §4, §6).
 
 use crate::facts::Facts;
 use crate::resources::meta::{annotation, display_name};
@@ -13,6 +13,9 @@ use super::vm::{self, VmTemplate};
 
 const PLATFORM: &str = "spec.platform.kubevirt";
 const PERSISTENT: &str = "spec.platform.kubevirt.rootVolume.persistent";
+/// NodePool annotation that switches HyperShift from anti-affinity to topology spread.
+const TOPOLOGY_SPREAD_ANNOTATION: &str =
+    "hypershift.openshift.io/nodepool-supports-kubevirt-topology-spread-constraints";
 
 /// Predicts whether the VMs HyperShift creates for `np` will be live migratable.
 /// `hc` is the NodePool's HostedCluster when known (its JSON patch and credentials apply).
@@ -26,13 +29,13 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
         condition: None,
         findings: Vec::new(),
     };
-    // §1.1: only the KubeVirt platform has these VMs.
+    // §R1: only the KubeVirt platform has these VMs.
     if np.spec.platform.type_ != KUBEVIRT_PLATFORM {
         return report;
     }
     let findings = &mut report.findings;
     let Some(platform) = np.spec.platform.kubevirt.as_ref() else {
-        // §1.4: the controller fails with "nodepool.spec.platform.kubevirt is required"
+        // §R1: the controller fails with "nodepool.spec.platform.kubevirt is required"
         // (the defaulting webhook that would fill it is off by default).
         findings.push(Finding::blocking(
             "KubevirtPlatformMissing",
@@ -62,7 +65,7 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
     report
 }
 
-/// §1.4 runtime validation (`PlatformValidation`): errors stop the machine template.
+/// §R1 runtime validation (`PlatformValidation`): errors stop the machine template.
 fn validate_platform(platform: &KubevirtNodePoolPlatform, findings: &mut Vec<Finding>) {
     if let Some(rv) = &platform.root_volume {
         if rv.type_.as_deref().is_some_and(|t| t != "Persistent") {
@@ -106,7 +109,7 @@ fn validate_platform(platform: &KubevirtNodePoolPlatform, findings: &mut Vec<Fin
     }
 }
 
-/// Notes that the NodePool's HostedCluster (same namespace, `spec.clusterName`, §1.1) is unknown.
+/// Notes that the NodePool's HostedCluster (same namespace, `spec.clusterName`, §R1) is unknown.
 fn hosted_cluster_not_found(np: &NodePool, findings: &mut Vec<Finding>) {
     let namespace = np.metadata.namespace.as_deref().unwrap_or_default();
     let name = np.spec.cluster_name.as_str();
@@ -120,7 +123,7 @@ fn hosted_cluster_not_found(np: &NodePool, findings: &mut Vec<Finding>) {
     ));
 }
 
-/// Renders the template (§1.3), applies the HostedCluster's then the NodePool's JSON
+/// Renders the template (§R2), applies the HostedCluster's then the NodePool's JSON
 /// patch, and works out which field to point at for each aspect of the VM.
 fn render_and_patch(
     np: &NodePool,
@@ -158,9 +161,17 @@ fn render_and_patch(
         return (tpl, fields);
     }
 
+    let ctx = vm::RenderContext {
+        nodepool_name: np.metadata.name.as_deref().unwrap_or_default(),
+        infra_id: hc.and_then(|hc| hc.spec.infra_id.as_deref()).unwrap_or_default(),
+        topology_spread: annotation(&np.metadata, TOPOLOGY_SPREAD_ANNOTATION).is_some(),
+        platform,
+    };
     let mut current = tpl;
+    // Each patch is applied to the output of the previous one; a failure anywhere means
+    // HyperShift builds no machine template at all (docs/rules.md §P2).
     for (value, field) in [hc_patch, np_patch].into_iter().flatten() {
-        let patched = vm::parse_patch(value).and_then(|p| vm::apply_patches(&current, &[&p]));
+        let patched = vm::parse_patch(value).and_then(|p| vm::apply_patches(&current, &ctx, &[&p]));
         match patched {
             Ok(next) => {
                 attribute_changes(&current, &next, &field, &mut fields);
@@ -216,7 +227,7 @@ fn attribute_changes(before: &VmTemplate, after: &VmTemplate, field: &str, field
     }
 }
 
-/// The condition HyperShift would set once the machines exist (§1.5).
+/// The condition HyperShift would set once the machines exist (§H1).
 fn predicted_condition(
     np: &NodePool,
     name: &str,

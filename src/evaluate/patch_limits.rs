@@ -11,8 +11,9 @@
 //! a few dozen operations): Kubernetes caps all annotations of an object at 256 KiB, and
 //! etcd refuses objects over 1.5 MiB, which is what a VirtualMachine must fit in.
 
-use json_patch::{Patch, PatchOperation};
 use serde_json::Value;
+
+use super::jsonpatch::Op;
 
 /// Operations in one annotation (a 256 KiB annotation holds at most ~10,000 tiny ops).
 pub const MAX_OPERATIONS: usize = 10_000;
@@ -39,13 +40,16 @@ pub enum LimitError {
 
 /// Checks what can be checked before applying anything: the operation count and every
 /// path's depth.
-pub fn check_patch(patch: &Patch) -> Result<(), LimitError> {
-    if patch.0.len() > MAX_OPERATIONS {
-        return Err(LimitError::Operations { count: patch.0.len() });
+pub fn check_patch(patch: &[Op]) -> Result<(), LimitError> {
+    if patch.len() > MAX_OPERATIONS {
+        return Err(LimitError::Operations { count: patch.len() });
     }
-    for (i, op) in patch.0.iter().enumerate() {
-        let (path, from) = paths(op);
-        let segments = path.count().max(from.map_or(0, |f| f.count()));
+    for (i, op) in patch.iter().enumerate() {
+        let from = match op {
+            Op::Move { from, .. } | Op::Copy { from, .. } => segments(from),
+            _ => 0,
+        };
+        let segments = segments(op.path()).max(from);
         if segments > MAX_PATH_SEGMENTS {
             return Err(LimitError::PathDepth { op: i + 1, segments });
         }
@@ -53,20 +57,23 @@ pub fn check_patch(patch: &Patch) -> Result<(), LimitError> {
     Ok(())
 }
 
-fn paths(
-    op: &PatchOperation,
-) -> (
-    &json_patch::jsonptr::Pointer,
-    Option<&json_patch::jsonptr::Pointer>,
-) {
-    match op {
-        PatchOperation::Add(o) => (&o.path, None),
-        PatchOperation::Remove(o) => (&o.path, None),
-        PatchOperation::Replace(o) => (&o.path, None),
-        PatchOperation::Move(o) => (&o.path, Some(&o.from)),
-        PatchOperation::Copy(o) => (&o.path, Some(&o.from)),
-        PatchOperation::Test(o) => (&o.path, None),
+fn segments(pointer: &str) -> usize {
+    pointer.matches('/').count()
+}
+
+/// The value at `pointer`, read only (`~1` and `~0` unescaped, array indexes in range);
+/// `None` when it cannot be found this simply.
+fn lookup<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
+    let mut cur = doc;
+    for raw in pointer.split('/').skip(1) {
+        let tok = raw.replace("~1", "/").replace("~0", "~");
+        cur = match cur {
+            Value::Object(m) => m.get(&tok)?,
+            Value::Array(a) => a.get(tok.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
     }
+    Some(cur)
 }
 
 /// A running upper bound of the patched document's JSON size: what each operation adds is
@@ -85,14 +92,13 @@ impl SizeBudget {
     }
 
     /// Accounts for operation number `op` (1-based) before it is applied to `doc`.
-    pub fn charge(&mut self, op: usize, operation: &PatchOperation, doc: &Value) -> Result<(), LimitError> {
+    pub fn charge(&mut self, op: usize, operation: &Op, doc: &Value) -> Result<(), LimitError> {
         let room = MAX_DOCUMENT_BYTES.saturating_sub(self.bytes);
         let added = match operation {
-            PatchOperation::Add(o) => json_size(&o.value, room + 1),
-            PatchOperation::Replace(o) => json_size(&o.value, room + 1),
-            // a copy of a missing value fails when applied; it adds nothing here
-            PatchOperation::Copy(o) => o.from.resolve(doc).map_or(0, |v| json_size(v, room + 1)),
-            PatchOperation::Remove(_) | PatchOperation::Move(_) | PatchOperation::Test(_) => 0,
+            Op::Add { value, .. } | Op::Replace { value, .. } => json_size(value, room + 1),
+            // a copy adds at most the whole document (when its source is not found simply)
+            Op::Copy { from, .. } => lookup(doc, from).map_or(self.bytes, |v| json_size(v, room + 1)),
+            Op::Remove { .. } | Op::Move { .. } | Op::Test { .. } => 0,
         };
         self.bytes = self.bytes.saturating_add(added);
         if self.bytes > MAX_DOCUMENT_BYTES {
@@ -136,8 +142,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn patch(ops: Value) -> Patch {
-        serde_json::from_value(ops).unwrap()
+    fn patch(ops: Value) -> Vec<Op> {
+        super::super::jsonpatch::decode(&ops.to_string()).unwrap()
     }
 
     #[test]
@@ -159,15 +165,14 @@ mod tests {
     fn doubling_copies_stop_at_the_size_limit() {
         let mut doc = json!({"spec": {"x": "y".repeat(100_000)}});
         let mut budget = SizeBudget::new(&doc);
-        let op: PatchOperation =
-            serde_json::from_value(json!({"op": "copy", "from": "/spec", "path": "/spec/again"})).unwrap();
+        let op = patch(json!([{"op": "copy", "from": "/spec", "path": "/spec/again"}])).remove(0);
         let mut stopped_at = None;
         for i in 1..=30 {
             if let Err(e) = budget.charge(i, &op, &doc) {
                 stopped_at = Some(e);
                 break;
             }
-            json_patch::patch(&mut doc, std::slice::from_ref(&op)).unwrap();
+            super::super::jsonpatch::apply_op(&mut doc, &op).unwrap();
         }
         // 100 KB doubles past 1.5 MiB at the fifth copy
         assert_eq!(stopped_at, Some(LimitError::DocumentSize { op: 5 }));

@@ -115,7 +115,7 @@ impl Finding {
     }
 }
 
-/// The `KubeVirtNodesLiveMigratable` condition HyperShift would report (domain §1.5, §2.4).
+/// The `KubeVirtNodesLiveMigratable` condition HyperShift would report (docs/rules.md §H1, §H2).
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -128,7 +128,7 @@ pub struct Condition {
 pub const CONDITION_TYPE: &str = "KubeVirtNodesLiveMigratable";
 
 impl Condition {
-    /// `True` / `AsExpected` / `All is well` (domain §1.5 item 4, §2.4).
+    /// `True` / `AsExpected` / `All is well` (docs/rules.md §H1 item 4, §H2).
     pub fn all_is_well() -> Self {
         Self {
             type_: CONDITION_TYPE,
@@ -175,6 +175,19 @@ impl Report {
             Verdict::Unknown
         } else {
             Verdict::Migratable
+        }
+    }
+
+    /// What a NodePool contributes to its HostedCluster's condition (docs/rules.md §H2):
+    /// `NotMigratable` only when its own predicted condition is `False`. A NodePool whose
+    /// VMs never start has no machine reporting `VMLiveMigratable=False`, so it counts as
+    /// `NotApplicable` there.
+    pub fn hostedcluster_contribution(&self) -> Verdict {
+        match (&self.condition, self.verdict) {
+            (Some(c), _) if c.status == "False" => Verdict::NotMigratable,
+            (None, Verdict::NotMigratable) => Verdict::NotApplicable,
+            (_, Verdict::NotMigratable) => Verdict::Unknown,
+            (_, v) => v,
         }
     }
 

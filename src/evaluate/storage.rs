@@ -1,5 +1,6 @@
-//! Storage: which class a DataVolume lands on (domain §4.4), which access and volume modes
-//! CDI renders for it (§4.3), and whether the resulting PVC is shared (§3.3).
+//! Storage: which class a DataVolume lands on, which access and volume modes CDI renders
+//! for it, whether the storage driver provisions that, and whether the resulting PVC is
+//! shared (docs/rules.md §S1–§S6).
 
 use crate::facts::{CapabilitySource, ClassFacts, DefaultKind, Facts};
 use crate::resources::{AccessMode, ClaimPropertySet, VolumeMode};
@@ -7,10 +8,10 @@ use crate::resources::{AccessMode, ClaimPropertySet, VolumeMode};
 use super::report::Finding;
 use super::vm::StorageRequest;
 
-/// KubeVirt's disk reason (domain §3.2).
+/// KubeVirt's disk reason (docs/rules.md §K2).
 pub const DISKS_NOT_LIVE_MIGRATABLE: &str = "DisksNotLiveMigratable";
 
-/// Which DataVolume API the request uses (domain §1.3: HyperShift uses `storage`).
+/// Which DataVolume API the request uses (docs/rules.md §R2: HyperShift uses `storage`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
     Storage,
@@ -50,7 +51,8 @@ enum Chosen {
     Default(DefaultKind),
 }
 
-/// Judges one DataVolume request against the facts, appending findings.
+/// Judges one DataVolume request against the facts, appending findings
+/// (docs/rules.md §S2–§S5).
 pub fn judge_request(
     req: &StorageRequest,
     api: Api,
@@ -58,9 +60,73 @@ pub fn judge_request(
     fields: &RequestFields,
     findings: &mut Vec<Finding>,
 ) -> DiskOutcome {
+    if let Some(blocked) = invalid_request(req, api, fields, findings) {
+        return blocked;
+    }
+    let explicit = !req.access_modes.is_empty();
+    // Without facts, an explicit request without ReadWriteMany is already decided (§S4).
+    if explicit && !req.access_modes.contains(&AccessMode::ReadWriteMany) && !facts.storage_known() {
+        findings.push(explicit_not_shared(req, fields, facts));
+        return DiskOutcome::NotShared;
+    }
+    let (class, chosen) = match resolve_class(req, api, facts, fields, findings) {
+        Ok(found) => found,
+        Err(o) => return o,
+    };
+    let via = match chosen {
+        Chosen::Explicit => format!("StorageClass {}", class.name),
+        Chosen::Default(kind) => format!(
+            "default StorageClass {} (annotated {}=true)",
+            class.name,
+            kind.annotation()
+        ),
+    };
+    if class.source == CapabilitySource::Builtin {
+        findings.push(builtin_note(class, facts, fields));
+    }
+    let rendered = if api == Api::Pvc || explicit {
+        Rendered {
+            access_modes: req.access_modes.clone(),
+            volume_mode: req
+                .volume_mode
+                .unwrap_or_else(|| cdi_volume_mode(&class.sets, &req.access_modes)),
+        }
+    } else {
+        match render_from_profile(req, class, &via, fields, facts, findings) {
+            Ok(r) => r,
+            Err(o) => return o,
+        }
+    };
+    if let Some(o) = check_driver(req, &rendered, class, &via, fields, facts, findings) {
+        return o;
+    }
+    if rendered.access_modes.contains(&AccessMode::ReadWriteMany) {
+        return DiskOutcome::Shared;
+    }
+    findings.push(if explicit {
+        explicit_not_shared(req, fields, facts)
+    } else {
+        rendered_not_shared(&rendered, &via, fields, facts)
+    });
+    DiskOutcome::NotShared
+}
+
+/// The access and volume mode the PVC gets.
+struct Rendered {
+    access_modes: Vec<AccessMode>,
+    volume_mode: VolumeMode,
+}
+
+/// Requests Kubernetes or CDI refuse whatever the class (§S2).
+fn invalid_request(
+    req: &StorageRequest,
+    api: Api,
+    fields: &RequestFields,
+    findings: &mut Vec<Finding>,
+) -> Option<DiskOutcome> {
     let vol = &fields.volume;
-    // §1.2 quirk: `ReadOnly` passes the NodePool CRD but is not a Kubernetes access mode,
-    // so the PVC (and the VM) is never created.
+    // `ReadOnly` passes the NodePool CRD but is not a Kubernetes access mode, so the PVC
+    // (and the VM) is never created.
     if req.access_modes.contains(&AccessMode::ReadOnly) {
         findings.push(Finding::blocking(
             "InvalidAccessMode",
@@ -68,7 +134,7 @@ pub fn judge_request(
             format!("{vol} requests access mode ReadOnly, which the NodePool API accepts but Kubernetes does not (it has ReadOnlyMany); the PVC would be rejected and no VM created"),
             format!("set {} to [ReadWriteMany]", in_fix(&fields.access_modes, "accessModes")),
         ));
-        return DiskOutcome::Blocked;
+        return Some(DiskOutcome::Blocked);
     }
     if api == Api::Pvc && req.access_modes.is_empty() {
         findings.push(Finding::blocking(
@@ -80,165 +146,206 @@ pub fn judge_request(
                 in_fix(&fields.access_modes, "accessModes")
             ),
         ));
-        return DiskOutcome::Blocked;
+        return Some(DiskOutcome::Blocked);
     }
+    None
+}
 
-    // §4.3 rules 3 and 4: explicit access modes are used as given, whatever the class offers.
-    let explicit = !req.access_modes.is_empty();
-    let explicit_rwx = req.access_modes.contains(&AccessMode::ReadWriteMany);
-    let mut outcome = None;
-    if explicit && !explicit_rwx {
-        findings.push(not_shared(
-            fields,
-            facts,
-            format!(
-                "{vol} requests access modes [{}]; KubeVirt live migrates a VM only when every PVC is ReadWriteMany, so each machine's PVC <machine>-{} will report \"is not shared\"",
-                join(&req.access_modes),
-                fields.dv_name,
-            ),
-            &fields.access_modes,
-        ));
-        outcome = Some(DiskOutcome::NotShared);
-    }
+/// CDI `getDefaultVolumeMode`: the volume mode of the first claim property set that
+/// contains any requested access mode; none matches ⇒ no volume mode, i.e. Filesystem.
+/// The profile only picks the volume mode, it never refuses explicit access modes (§S4).
+pub fn cdi_volume_mode(sets: &[ClaimPropertySet], requested: &[AccessMode]) -> VolumeMode {
+    sets.iter()
+        .find(|s| s.access_modes.iter().any(|m| requested.contains(m)))
+        .and_then(|s| s.volume_mode)
+        .unwrap_or(VolumeMode::Filesystem)
+}
 
-    // §4.4: resolve the class. Without facts, an explicit non-RWX request is already decided.
-    if outcome.is_some() && !facts.storage_known() {
-        return DiskOutcome::NotShared;
-    }
-    let (class, chosen) = match resolve_class(req, api, facts, fields, findings) {
-        Ok(found) => found,
-        Err(o) => return worst(outcome, o),
-    };
-    let via = match chosen {
-        Chosen::Explicit => format!("StorageClass {}", class.name),
-        Chosen::Default(kind) => format!(
-            "default StorageClass {} (annotated {}=true)",
-            class.name,
-            kind.annotation()
-        ),
-    };
-    if class.source == CapabilitySource::Builtin {
-        findings.push(Finding::info(
-            "BuiltinStorageCapabilities",
-            &fields.storage_class,
-            format!(
-                "no CDI StorageProfile for class {}{}; used CDI's built-in capabilities for provisioner {}: [{}]",
-                class.name,
-                if facts.profiles_known() { " (not reconciled yet?)" } else { " (StorageProfiles were not among the facts)" },
-                class.provisioner,
-                join_sets(&class.sets),
-            ),
-            "none needed; a StorageProfile with claimPropertySets overrides the table".into(),
-        ));
-    }
-
-    // §4.3: render the effective modes.
+/// CDI rules for a request without access modes (§S3): the first claim property set, or
+/// with only a volume mode the access modes of the first set with that volume mode.
+fn render_from_profile(
+    req: &StorageRequest,
+    class: &ClassFacts,
+    via: &str,
+    fields: &RequestFields,
+    facts: &Facts,
+    findings: &mut Vec<Finding>,
+) -> Result<Rendered, DiskOutcome> {
     let sets = &class.sets;
-    let effective: Vec<AccessMode> = if api == Api::Pvc || explicit {
-        if !sets.is_empty()
-            && !sets
-                .iter()
-                .any(|s| satisfies(s, &req.access_modes, req.volume_mode))
-        {
-            findings.push(Finding::blocking(
-                "AccessModesNotSupported",
-                &fields.access_modes,
-                format!(
-                    "{vol} requests [{}]{} on {via}, which offers only [{}]; the PVC cannot be provisioned",
-                    join(&req.access_modes),
-                    req.volume_mode.map(|m| format!(" {m}")).unwrap_or_default(),
-                    join_sets(sets),
-                ),
-                rwx_fix(fields, facts),
-            ));
-            return DiskOutcome::Blocked;
-        }
-        if sets.is_empty() && explicit_rwx {
-            findings.push(unknown_capabilities(class, &via, fields, facts));
-            return worst(outcome, DiskOutcome::Undecided);
-        }
-        req.access_modes.clone()
-    } else if let Some(mode) = req.volume_mode {
-        // Rule 2: access modes of the first set with that volume mode.
-        match sets.iter().find(|s| s.volume_mode == Some(mode)) {
-            Some(s) => s.access_modes.clone(),
-            None if class.source == CapabilitySource::Unknown => {
-                findings.push(unknown_capabilities(class, &via, fields, facts));
-                return DiskOutcome::Undecided;
-            }
-            None => {
-                findings.push(Finding::blocking(
-                    "NoMatchingAccessMode",
-                    &fields.volume_mode,
-                    format!(
-                        "{vol} requests volumeMode {mode} without accessModes, and the StorageProfile of {via} has no claim property set with volumeMode {mode} (CDI: \"no matching accessMode specified in StorageProfile {}\")",
-                        class.name
-                    ),
-                    format!("remove {} or pick a class that offers {mode}; for live migration use a class with ReadWriteMany", in_fix(&fields.volume_mode, "volumeMode")),
-                ));
-                return DiskOutcome::Blocked;
-            }
-        }
-    } else {
-        // Rule 1: the first claim property set.
-        match sets.first() {
-            Some(s) => s.access_modes.clone(),
-            None if class.source == CapabilitySource::ProfileEmpty => {
-                findings.push(Finding::blocking(
-                    "NoClaimPropertySets",
-                    &fields.storage_class,
-                    format!(
-                        "{vol} requests no access modes and the StorageProfile {} has no claimPropertySets (unrecognized provisioner {}); CDI fails with \"no accessMode specified in StorageProfile {}\" and the disk is never created",
-                        class.name, class.provisioner, class.name
-                    ),
-                    format!(
-                        "add spec.claimPropertySets (e.g. [{{accessModes: [ReadWriteMany], volumeMode: Block}}] if the storage supports it) to StorageProfile {}, or {}",
-                        class.name,
-                        rwx_fix(fields, facts)
-                    ),
-                ));
-                return DiskOutcome::Blocked;
-            }
-            None => {
-                findings.push(unknown_capabilities(class, &via, fields, facts));
-                return DiskOutcome::Undecided;
-            }
-        }
+    let found = match req.volume_mode {
+        Some(mode) => sets
+            .iter()
+            .find(|s| s.volume_mode == Some(mode) && !s.access_modes.is_empty())
+            .map(|s| (s.access_modes.clone(), mode)),
+        None => sets.first().filter(|s| !s.access_modes.is_empty()).map(|s| {
+            (
+                s.access_modes.clone(),
+                s.volume_mode.unwrap_or(VolumeMode::Filesystem),
+            )
+        }),
     };
+    if let Some((access_modes, volume_mode)) = found {
+        return Ok(Rendered {
+            access_modes,
+            volume_mode,
+        });
+    }
+    findings.push(
+        match (class.source == CapabilitySource::Unknown, req.volume_mode) {
+            (true, _) => unknown_capabilities(class, via, fields, facts),
+            (false, Some(mode)) => no_matching_access_mode(class, via, mode, fields),
+            (false, None) => no_claim_property_sets(class, fields, facts),
+        },
+    );
+    Err(if class.source == CapabilitySource::Unknown {
+        DiskOutcome::Undecided
+    } else {
+        DiskOutcome::Blocked
+    })
+}
 
-    if let Some(o) = outcome {
-        return o;
-    }
-    if effective.contains(&AccessMode::ReadWriteMany) {
-        return DiskOutcome::Shared;
-    }
-    let rendered = if explicit {
-        String::new()
-    } else {
-        let vm = req
-            .volume_mode
-            .or_else(|| sets.first().and_then(|s| s.volume_mode))
-            .map(|m| format!(" {m}"))
-            .unwrap_or_default();
-        format!(
-            " (CDI renders [{}]{vm} from the class's claim property sets)",
-            join(&effective)
-        )
+/// Whether the storage driver provisions the PVC (§S4): judged by CDI's built-in entry
+/// for the provisioner, never by an admin-narrowed StorageProfile. `ReadWriteOncePod` is
+/// judged like `ReadWriteOnce` (CDI's table has no such entries).
+fn check_driver(
+    req: &StorageRequest,
+    rendered: &Rendered,
+    class: &ClassFacts,
+    via: &str,
+    fields: &RequestFields,
+    facts: &Facts,
+    findings: &mut Vec<Finding>,
+) -> Option<DiskOutcome> {
+    let vm = rendered.volume_mode;
+    let Some(caps) = class.driver else {
+        // Unknown driver: only a ReadWriteMany request leaves the question open.
+        let rwx = rendered.access_modes.contains(&AccessMode::ReadWriteMany);
+        if rwx && !req.access_modes.is_empty() {
+            findings.push(unknown_capabilities(class, via, fields, facts));
+            return Some(DiskOutcome::Undecided);
+        }
+        return None;
     };
-    findings.push(not_shared(
+    let supported = |m: &AccessMode| {
+        let m = if *m == AccessMode::ReadWriteOncePod {
+            AccessMode::ReadWriteOnce
+        } else {
+            *m
+        };
+        caps.contains(&(m, vm))
+    };
+    let refused: Vec<AccessMode> = rendered
+        .access_modes
+        .iter()
+        .copied()
+        .filter(|m| !supported(m))
+        .collect();
+    if refused.is_empty() {
+        return None;
+    }
+    let offers: Vec<String> = caps.iter().map(|(a, v)| format!("{a} {v}")).collect();
+    findings.push(Finding::blocking(
+        "AccessModesNotSupported",
+        &fields.access_modes,
+        format!(
+            "{} gets a [{}] {vm} PVC on {via}, but its storage driver {} does not provision [{}] {vm} (CDI's capabilities for it: [{}]); the PVC stays Pending and no VM starts",
+            fields.volume,
+            join(&rendered.access_modes),
+            class.provisioner,
+            join(&refused),
+            offers.join("; "),
+        ),
+        rwx_fix(fields, facts),
+    ));
+    Some(DiskOutcome::Blocked)
+}
+
+fn builtin_note(class: &ClassFacts, facts: &Facts, fields: &RequestFields) -> Finding {
+    Finding::info(
+        "BuiltinStorageCapabilities",
+        &fields.storage_class,
+        format!(
+            "no CDI StorageProfile for class {}{}; used CDI's built-in capabilities for provisioner {}: [{}]",
+            class.name,
+            if facts.profiles_known() {
+                " (not reconciled yet?)"
+            } else {
+                " (StorageProfiles were not among the facts)"
+            },
+            class.provisioner,
+            join_sets(&class.sets),
+        ),
+        "none needed; a StorageProfile with claimPropertySets overrides the table".into(),
+    )
+}
+
+fn explicit_not_shared(req: &StorageRequest, fields: &RequestFields, facts: &Facts) -> Finding {
+    not_shared(
         fields,
         facts,
         format!(
-            "{vol} lands on {via}{rendered}: its PVC will be [{}], not ReadWriteMany, so KubeVirt reports each machine's PVC <machine>-{} as not shared",
-            join(&effective),
+            "{} requests access modes [{}]; KubeVirt live migrates a VM only when every PVC is ReadWriteMany, so each machine's PVC <machine>-{} will report \"is not shared\"",
+            fields.volume,
+            join(&req.access_modes),
+            fields.dv_name,
+        ),
+        &fields.access_modes,
+    )
+}
+
+fn rendered_not_shared(rendered: &Rendered, via: &str, fields: &RequestFields, facts: &Facts) -> Finding {
+    not_shared(
+        fields,
+        facts,
+        format!(
+            "{} lands on {via} (CDI renders [{}] {} from the class's claim property sets): its PVC will be [{}], not ReadWriteMany, so KubeVirt reports each machine's PVC <machine>-{} as not shared",
+            fields.volume,
+            join(&rendered.access_modes),
+            rendered.volume_mode,
+            join(&rendered.access_modes),
             fields.dv_name,
         ),
         &fields.storage_class,
-    ));
-    DiskOutcome::NotShared
+    )
 }
 
-/// §4.4: explicit class, else the virt default, else the Kubernetes default (the `pvc`
+fn no_matching_access_mode(
+    class: &ClassFacts,
+    via: &str,
+    mode: VolumeMode,
+    fields: &RequestFields,
+) -> Finding {
+    Finding::blocking(
+        "NoMatchingAccessMode",
+        &fields.volume_mode,
+        format!(
+            "{} requests volumeMode {mode} without accessModes, and the StorageProfile of {via} has no claim property set with volumeMode {mode} (CDI: \"no matching accessMode specified in StorageProfile {}\")",
+            fields.volume, class.name
+        ),
+        format!(
+            "remove {} or pick a class that offers {mode}; for live migration use a class with ReadWriteMany",
+            in_fix(&fields.volume_mode, "volumeMode")
+        ),
+    )
+}
+
+fn no_claim_property_sets(class: &ClassFacts, fields: &RequestFields, facts: &Facts) -> Finding {
+    Finding::blocking(
+        "NoClaimPropertySets",
+        &fields.storage_class,
+        format!(
+            "{} requests no access modes and the StorageProfile {} has no claimPropertySets (unrecognized provisioner {}); CDI fails with \"no accessMode specified in StorageProfile {}\" and the disk is never created",
+            fields.volume, class.name, class.provisioner, class.name
+        ),
+        format!(
+            "add spec.claimPropertySets (e.g. [{{accessModes: [ReadWriteMany], volumeMode: Block}}] if the storage supports it) to StorageProfile {}, or {}",
+            class.name,
+            rwx_fix(fields, facts)
+        ),
+    )
+}
+
+/// §S3: explicit class, else the virt default, else the Kubernetes default (the `pvc`
 /// API only gets the Kubernetes default).
 fn resolve_class<'f>(
     req: &StorageRequest,
@@ -250,7 +357,7 @@ fn resolve_class<'f>(
     let vol = &fields.volume;
     if let Some(name) = req.storage_class_name.as_deref() {
         if name.is_empty() {
-            // §4.4: "" only matches pre-existing PVs; invalid for dynamic provisioning.
+            // §S3: "" only matches pre-existing PVs; invalid for dynamic provisioning.
             findings.push(Finding::blocking(
                 "EmptyStorageClassName",
                 &fields.storage_class,
@@ -295,7 +402,7 @@ fn resolve_class<'f>(
     match default {
         Some((c, kind)) => Ok((c, Chosen::Default(kind))),
         None if !req.access_modes.is_empty() => {
-            // §4.3 rule 5: only a matching pre-existing PV could bind.
+            // §S3 rule 5: only a matching pre-existing PV could bind.
             findings.push(Finding::undecided(
                 "NoDefaultStorageClass",
                 &fields.storage_class,
@@ -317,20 +424,6 @@ fn resolve_class<'f>(
             ));
             Err(DiskOutcome::Blocked)
         }
-    }
-}
-
-/// Whether a claim property set provides every requested access mode (and the volume mode).
-fn satisfies(set: &ClaimPropertySet, access: &[AccessMode], volume_mode: Option<VolumeMode>) -> bool {
-    access.iter().all(|m| set.access_modes.contains(m))
-        && volume_mode.is_none_or(|vm| set.volume_mode == Some(vm))
-}
-
-fn worst(a: Option<DiskOutcome>, b: DiskOutcome) -> DiskOutcome {
-    match (a, b) {
-        (_, DiskOutcome::Blocked) => DiskOutcome::Blocked,
-        (Some(a), _) => a,
-        (None, b) => b,
     }
 }
 

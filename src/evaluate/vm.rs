@@ -1,5 +1,5 @@
 //! A minimal model of the KubeVirt VirtualMachine template HyperShift renders for a
-//! NodePool (domain §1.3), and the `hypershift.openshift.io/kubevirt-vm-jsonpatch`
+//! NodePool (docs/rules.md §R2), and the `hypershift.openshift.io/kubevirt-vm-jsonpatch`
 //! escape hatch applied to it.
 //!
 //! Only the parts KubeVirt's migratability rules read are modelled: the DataVolume
@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use crate::resources::nodepool::KubevirtNodePoolPlatform;
 use crate::resources::{AccessMode, VolumeMode};
 
-/// VMI annotation that makes bridge binding on the pod network migratable (domain §3.4).
+/// VMI annotation that makes bridge binding on the pod network migratable (docs/rules.md §N1).
 pub const ALLOW_POD_BRIDGE_MIGRATION: &str = "kubevirt.io/allow-pod-bridge-network-live-migration";
-/// Name of the root disk, its volume and its DataVolume template (domain §1.3).
+/// Name of the root disk, its volume and its DataVolume template (docs/rules.md §R2).
 pub const ROOT_DISK: &str = "rhcos";
 /// Host device entries rendered at most; HyperShift repeats each device `count` times, and
 /// a count near `2^31` (valid for the CRD) must not make us allocate gigabytes.
@@ -91,6 +91,8 @@ pub struct AnnotationsMeta {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VmiSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
     #[serde(default)]
     pub domain: Domain,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -106,11 +108,58 @@ pub struct Domain {
     pub devices: Devices,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_security: Option<LaunchSecurity>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Features {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperv_passthrough: Option<HypervPassthrough>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct HypervPassthrough {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `domain.launchSecurity`: SEV (and SEV-SNP), TDX; on s390x any value is Secure Execution.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct LaunchSecurity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sev: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdx: Option<Value>,
+}
+
+/// A disk; only a LUN's SCSI persistent reservation matters for migration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Disk {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lun: Option<Lun>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Lun {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reservation: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Devices {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Disk>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<Interface>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -145,8 +194,12 @@ pub struct Interface {
     pub bridge: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masquerade: Option<Value>,
+    /// The discontinued `passt: {}` binding (Go `DeprecatedPasst`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passt: Option<Value>,
+    /// The core passt binding (KubeVirt v1.8+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passt_binding: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sriov: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,7 +252,7 @@ pub struct HostDisk {
 }
 
 impl VmTemplate {
-    /// The template HyperShift renders for `platform` (domain §1.3, HS `kubevirt.go`
+    /// The template HyperShift renders for `platform` (docs/rules.md §R2, HS `kubevirt.go`
     /// `virtualMachineTemplateBase`): the root DataVolume on the CDI `storage` API, the
     /// pod network with bridge binding plus the allow-migration annotation when the default
     /// network is attached, a bridge interface per additional network, and the host devices.
@@ -224,6 +277,11 @@ impl VmTemplate {
             },
         });
         let vmi = &mut spec.template;
+        vmi.spec.domain.devices.disks.push(Disk {
+            name: ROOT_DISK.into(),
+            disk: Some(json!({"bus": "virtio"})),
+            lun: None,
+        });
         vmi.spec.volumes.push(Volume {
             name: ROOT_DISK.into(),
             data_volume: Some(NameMeta {
@@ -287,95 +345,155 @@ impl VmTemplate {
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
     #[error("is not a JSON patch (an RFC 6902 array of operations): {0}")]
-    Parse(serde_json::Error),
-    #[error("{0}")]
-    Apply(json_patch::PatchError),
-    #[error("produces an invalid VirtualMachine template at `{path}`: {message}")]
+    Parse(super::jsonpatch::JsonPatchError),
+    #[error("cannot be applied: {0}")]
+    Apply(super::jsonpatch::JsonPatchError),
+    #[error("produces a VirtualMachine template HyperShift cannot decode at `{path}`: {message}")]
     Template { path: String, message: String },
     #[error("{0}")]
     Limit(#[from] super::patch_limits::LimitError),
 }
 
-/// Parses an annotation value into a patch.
-pub fn parse_patch(annotation: &str) -> Result<json_patch::Patch, PatchError> {
-    let patch = serde_json::from_str(annotation).map_err(PatchError::Parse)?;
+/// A decoded patch.
+pub type Patch = Vec<super::jsonpatch::Op>;
+
+/// Parses an annotation value like `DecodePatch` (`null` is an empty patch).
+pub fn parse_patch(annotation: &str) -> Result<Patch, PatchError> {
+    let patch = super::jsonpatch::decode(annotation).map_err(PatchError::Parse)?;
     super::patch_limits::check_patch(&patch)?;
     Ok(patch)
 }
 
-/// Applies patches in order to the template HyperShift would render, and reads the model back.
-pub fn apply_patches(tpl: &VmTemplate, patches: &[&json_patch::Patch]) -> Result<VmTemplate, PatchError> {
-    let mut doc = serde_json::to_value(tpl).map_err(|e| PatchError::Template {
-        path: String::new(),
-        message: e.to_string(),
-    })?;
-    add_rendered_context(&mut doc);
+/// What HyperShift renders besides the modelled parts (docs/rules.md §P1): read from the
+/// NodePool and its HostedCluster, so patches see the same document.
+pub struct RenderContext<'a> {
+    pub nodepool_name: &'a str,
+    pub infra_id: &'a str,
+    pub topology_spread: bool,
+    pub platform: &'a KubevirtNodePoolPlatform,
+}
+
+/// HS `applyJsonPatches`: encode the rendered template, apply each patch in order (the
+/// HostedCluster's, then the NodePool's) to the same JSON, then decode the result back into
+/// the rendered template the way Go's `encoding/json` does (docs/rules.md §P2, §P3).
+pub fn apply_patches(
+    tpl: &VmTemplate,
+    ctx: &RenderContext,
+    patches: &[&Patch],
+) -> Result<VmTemplate, PatchError> {
+    let mut base = render_document(tpl, ctx)?;
+    let mut doc = base.clone();
+    // Bounded before it is paid for: op count, path depth, document growth (patch_limits).
     let mut budget = super::patch_limits::SizeBudget::new(&doc);
     for patch in patches {
         super::patch_limits::check_patch(patch)?;
-        for (i, op) in patch.0.iter().enumerate() {
-            budget.charge(i + 1, op, &doc)?;
-            if let json_patch::PatchOperation::Add(add) = op {
-                ensure_path_exists(&mut doc, &add.path);
-            }
-            json_patch::patch(&mut doc, std::slice::from_ref(op)).map_err(PatchError::Apply)?;
+        for (index, op) in patch.iter().enumerate() {
+            budget.charge(index + 1, op, &doc)?;
+            super::jsonpatch::apply_op(&mut doc, op).map_err(|why| {
+                PatchError::Apply(super::jsonpatch::JsonPatchError::Apply {
+                    index,
+                    path: op.path().to_owned(),
+                    why,
+                })
+            })?;
         }
     }
-    serde_path_to_error::deserialize(doc).map_err(|e| PatchError::Template {
+    super::godecode::decode_into(&mut base, &doc).map_err(|message| PatchError::Template {
+        path: String::new(),
+        message,
+    })?;
+    serde_path_to_error::deserialize(base).map_err(|e| PatchError::Template {
         path: e.path().to_string(),
         message: e.into_inner().to_string(),
     })
 }
 
-/// The rest of what HyperShift renders and patches commonly target (run and eviction
-/// strategy, compute, node selector), so `replace`/`remove`/`test` see the same document
-/// they would in HyperShift. Not read back: the rules do not depend on these fields.
-fn add_rendered_context(doc: &mut Value) {
-    let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) else {
+/// The JSON HyperShift's encoder emits for the fully rendered template (HS `kubevirt.go`
+/// `virtualMachineTemplateBase`, `MachineTemplateSpec`): the model plus run and eviction
+/// strategy, compute, node selector, spreading, labels and the safe-to-evict annotation.
+fn render_document(tpl: &VmTemplate, ctx: &RenderContext) -> Result<Value, PatchError> {
+    let mut doc = serde_json::to_value(tpl).map_err(|e| PatchError::Template {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
+    let labels = json!({"hypershift.openshift.io/nodepool-name": ctx.nodepool_name, "hypershift.openshift.io/infra-id": ctx.infra_id});
+    doc["metadata"] = json!({"creationTimestamp": null, "labels": labels});
+    let spec = &mut doc["spec"];
+    spec["runStrategy"] = json!("Always");
+    render_root_volume(spec, ctx.platform);
+    let vmi = &mut spec["template"];
+    vmi["metadata"]["creationTimestamp"] = Value::Null;
+    vmi["metadata"]["labels"] = labels;
+    vmi["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"] =
+        json!(LOCAL_STORAGE_VOLUMES);
+    let vmi_spec = &mut vmi["spec"];
+    vmi_spec["evictionStrategy"] = json!("External");
+    if ctx.topology_spread {
+        vmi_spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"hypershift.openshift.io/nodepool-name": ctx.nodepool_name}}}]);
+    } else {
+        vmi_spec["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {"labelSelector": {"matchExpressions": [{"key": "hypershift.openshift.io/nodepool-name", "operator": "In", "values": [ctx.nodepool_name]}]}, "topologyKey": "kubernetes.io/hostname"}}]}});
+    }
+    if let Some(sel) = ctx
+        .platform
+        .node_selector
+        .as_ref()
+        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+    {
+        vmi_spec["nodeSelector"] = sel.clone();
+    }
+    render_compute(&mut vmi_spec["domain"], ctx.platform);
+    Ok(doc)
+}
+
+/// `cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes` (HS `LocalStorageVolumes`).
+const LOCAL_STORAGE_VOLUMES: &str =
+    "private,public,sockets,virt-bin-share-dir,libvirt-runtime,ephemeral-disks,container-disks,hotplug-disks";
+
+fn render_root_volume(spec: &mut Value, platform: &KubevirtNodePoolPlatform) {
+    let Some(dv) = spec["dataVolumeTemplates"].get_mut(0) else {
         return;
     };
-    spec.insert("runStrategy".into(), json!("Always"));
-    let Some(vmi) = spec
-        .get_mut("template")
-        .and_then(|t| t.get_mut("spec"))
-        .and_then(Value::as_object_mut)
-    else {
-        return;
-    };
-    vmi.insert("evictionStrategy".into(), json!("External"));
-    if let Some(domain) = vmi.get_mut("domain").and_then(Value::as_object_mut) {
-        domain.entry("cpu").or_insert_with(|| json!({"cores": 2}));
-        domain.insert("memory".into(), json!({"guest": "8Gi"}));
-        if let Some(devices) = domain.get_mut("devices").and_then(Value::as_object_mut) {
-            devices.insert(
-                "disks".into(),
-                json!([{"name": ROOT_DISK, "disk": {"bus": "virtio"}}]),
-            );
-        }
+    dv["metadata"]["creationTimestamp"] = Value::Null;
+    dv["metadata"]["labels"] = json!({"hypershift.openshift.io/is-kubevirt-rhcos": "true"});
+    dv["spec"]["source"] = json!({"registry": {"url": "docker://<release payload RHCOS image>"}});
+    let size = platform
+        .root_volume
+        .as_ref()
+        .and_then(|r| r.persistent.as_ref())
+        .and_then(|p| p.size.clone());
+    if let Some(storage) = dv["spec"].get_mut("storage") {
+        storage["resources"] = match size {
+            Some(size) => json!({"requests": {"storage": size}}),
+            None => json!({}),
+        };
     }
 }
 
-/// HyperShift applies patches with `EnsurePathExistsOnAdd` (domain §1.3): an `add` creates
-/// missing parents — an array when the next token is an index or `-`, an object otherwise.
-fn ensure_path_exists(doc: &mut Value, path: &json_patch::jsonptr::Pointer) {
-    let tokens: Vec<String> = path.tokens().map(|t| t.decoded().into_owned()).collect();
-    let Some((_, parents)) = tokens.split_last() else {
-        return;
-    };
-    let mut cur = doc;
-    for (i, tok) in parents.iter().enumerate() {
-        let next_is_index = tokens[i + 1] == "-" || tokens[i + 1].parse::<usize>().is_ok();
-        let fresh = || if next_is_index { json!([]) } else { json!({}) };
-        cur = match cur {
-            Value::Object(map) => map.entry(tok.clone()).or_insert_with(fresh),
-            Value::Array(arr) => match tok.parse::<usize>() {
-                Ok(idx) if idx < arr.len() => &mut arr[idx],
-                _ => return,
-            },
-            _ => return,
-        };
-        if cur.is_null() {
-            *cur = fresh();
+/// `domain.memory.guest` and `domain.cpu.cores`, or with `qosClass: Guaranteed`
+/// `domain.resources` requests = limits and no `cpu`.
+fn render_compute(domain: &mut Value, platform: &KubevirtNodePoolPlatform) {
+    let compute = platform.compute.clone().unwrap_or(Value::Null);
+    let memory = compute.get("memory").cloned().unwrap_or(json!("0"));
+    let cores = compute.get("cores").and_then(Value::as_u64).unwrap_or(0);
+    let guaranteed = compute.get("qosClass").and_then(Value::as_str) == Some("Guaranteed");
+    domain["resources"] = json!({});
+    if guaranteed {
+        let mut res = json!({"memory": memory});
+        if cores > 0 {
+            res["cpu"] = json!(cores.to_string());
         }
+        domain["resources"] = json!({"requests": res.clone(), "limits": res});
+        if let Some(d) = domain.as_object_mut() {
+            d.remove("cpu");
+        }
+    } else {
+        domain["memory"] = json!({"guest": memory});
+        if cores > 0 {
+            let cpu = &mut domain["cpu"];
+            cpu["cores"] = json!(cores);
+        }
+    }
+    if platform.network_interface_multiqueue.as_deref() == Some("Enable") {
+        domain["devices"]["networkInterfaceMultiqueue"] = json!(true);
     }
 }

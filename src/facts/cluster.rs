@@ -259,7 +259,7 @@ fn strip_storage_class(sc: &mut StorageClass) {
         a.retain(|k, _| k == ANN_DEFAULT_CLASS || k == ANN_DEFAULT_VIRT_CLASS);
     }
     if let Some(p) = sc.parameters.as_mut() {
-        p.retain(|k, _| crate::evaluate::capabilities::PARAMETER_KEYS.contains(&k.as_str()));
+        p.retain(|k, _| crate::cdi::PARAMETER_KEYS.contains(&k.as_str()));
     }
     sc.mount_options = None;
     sc.allowed_topologies = None;
@@ -559,7 +559,7 @@ impl InfraClusters {
 
 /// Reads the kubeconfig Secret, then keeps StorageClass/StorageProfile facts of that
 /// cluster in `state`. A missing or forbidden Secret is retried (it may be created later,
-/// domain §5: the Secret can lag the HostedCluster).
+/// docs/rules.md §5: the Secret can lag the HostedCluster).
 async fn infra_loop(
     client: Client,
     namespace: String,

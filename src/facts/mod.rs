@@ -6,7 +6,8 @@ pub mod load;
 pub mod snapshot;
 
 pub use snapshot::{
-    CapabilitySource, ClassFacts, DefaultKind, Facts, FactsBuilder, InfraFacts, KubeVirtVersion,
+    CapabilitySource, ClassFacts, DefaultKind, Facts, FactsBuilder, InfraFacts, KubeVirtConfig,
+    KubeVirtVersion,
 };
 
 use load::{Loaded, Object};

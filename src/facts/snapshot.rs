@@ -8,25 +8,25 @@ use std::sync::Arc;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::evaluate::capabilities::{self, Capability, NO_PROVISIONER};
+use crate::cdi::{self, Capability};
 use crate::resources::{ClaimPropertySet, HostedCluster, KubeVirt, StorageProfile};
 
-/// `storageclass.kubevirt.io/is-default-virt-class` (domain §4.4).
+/// `storageclass.kubevirt.io/is-default-virt-class` (docs/rules.md §S3).
 pub const ANN_DEFAULT_VIRT_CLASS: &str = "storageclass.kubevirt.io/is-default-virt-class";
-/// `storageclass.kubernetes.io/is-default-class` (domain §4.4).
+/// `storageclass.kubernetes.io/is-default-class` (docs/rules.md §S3).
 pub const ANN_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
 /// Where a class's claim property sets come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CapabilitySource {
-    /// The StorageProfile's `status.claimPropertySets` (what CDI uses, domain §4.2).
+    /// The StorageProfile's `status.claimPropertySets` (what CDI uses, docs/rules.md §S1).
     ProfileStatus,
-    /// The StorageProfile's `spec.claimPropertySets`, not yet copied to status (§4.2 item 1).
+    /// The StorageProfile's `spec.claimPropertySets`, not yet copied to status (§S1 item 1).
     ProfileSpec,
     /// The StorageProfile exists but has no claimPropertySets: CDI does not know the
-    /// provisioner (§4.2 item 4). DataVolumes that request nothing cannot be rendered.
+    /// provisioner (§S1 item 4). DataVolumes that request nothing cannot be rendered.
     ProfileEmpty,
-    /// No StorageProfile: CDI's built-in table for the provisioner (§4.2 item 2).
+    /// No StorageProfile: CDI's built-in table for the provisioner (§S1 item 2).
     Builtin,
     /// No StorageProfile and CDI's table does not know the provisioner.
     Unknown,
@@ -41,8 +41,12 @@ pub struct ClassFacts {
     /// Claim property sets in CDI's order (first = what a DataVolume gets by default).
     pub sets: Vec<ClaimPropertySet>,
     /// Whether `sets[0]` contains ReadWriteMany (what an RWO guest PVC or a root volume
-    /// that requests nothing ends up with, §2.3, §4.3).
+    /// that requests nothing ends up with, docs/rules.md §S3).
     pub first_set_rwx: bool,
+    /// What the storage driver itself provisions: CDI's built-in entry for the class's
+    /// provisioner and parameters, whatever the StorageProfile says (docs/rules.md §S4);
+    /// `None` when CDI's table does not describe the driver.
+    pub driver: Option<&'static [Capability]>,
 }
 
 impl ClassFacts {
@@ -52,7 +56,7 @@ impl ClassFacts {
     }
 }
 
-/// Facts about an external infrastructure cluster (HostedCluster `credentials`, domain §2.5).
+/// Facts about an external infrastructure cluster (HostedCluster `credentials`, docs/rules.md §S6).
 #[derive(Clone, Debug)]
 pub enum InfraFacts {
     Ready(Arc<Facts>),
@@ -60,7 +64,12 @@ pub enum InfraFacts {
     Unavailable(String),
 }
 
-/// Parsed `status.observedKubeVirtVersion` of the infra KubeVirt CR.
+/// Parsed `status.observedKubeVirtVersion` of the infra KubeVirt CR (docs/rules.md §K1).
+///
+/// Rules compare against the first upstream tag that carries a behaviour (an
+/// `X.Y.0-alpha.N`/`-beta.N`/`-rc.N` pre-release or a release), with semver precedence.
+/// A `git describe` suffix (`v1.6.0-12-gabc`), build metadata (`+...`) or any other
+/// suffix is dropped: such a build has at least the behaviour of the tag it names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum KubeVirtVersion {
     #[default]
@@ -73,19 +82,52 @@ pub enum KubeVirtVersion {
 impl KubeVirtVersion {
     pub fn parse(raw: &str) -> Self {
         let trimmed = raw.trim().trim_start_matches('v');
-        match semver::Version::parse(trimmed) {
-            Ok(v) => Self::Known(v),
-            Err(_) => Self::Unparsable(raw.to_owned()),
+        let Ok(mut v) = semver::Version::parse(trimmed) else {
+            return Self::Unparsable(raw.to_owned());
+        };
+        v.build = semver::BuildMetadata::EMPTY;
+        v.pre = upstream_pre_release(v.pre.as_str());
+        Self::Known(v)
+    }
+
+    /// `Some(true)` if known and at least the upstream tag `tag` (e.g. `"1.8.0-rc.0"`),
+    /// `None` when unknown.
+    pub fn since(&self, tag: &str) -> Option<bool> {
+        match (self, semver::Version::parse(tag)) {
+            (Self::Known(v), Ok(t)) => Some(*v >= t),
+            _ => None,
         }
     }
 
-    /// `Some(true)` if known and `>= major.minor.0`, `None` when unknown.
+    /// `Some(true)` if known and `>= major.minor.0` (the release, not its pre-releases).
     pub fn at_least(&self, major: u64, minor: u64) -> Option<bool> {
         match self {
             Self::Known(v) => Some(*v >= semver::Version::new(major, minor, 0)),
             _ => None,
         }
     }
+}
+
+/// Keeps `alpha.N`, `beta.N`, `rc.N` (KubeVirt's pre-release tags), drops the rest.
+fn upstream_pre_release(pre: &str) -> semver::Prerelease {
+    let mut parts = pre.splitn(2, '.');
+    let (kind, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let number: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if matches!(kind, "alpha" | "beta" | "rc") && !number.is_empty() {
+        semver::Prerelease::new(&format!("{kind}.{number}")).unwrap_or(semver::Prerelease::EMPTY)
+    } else {
+        semver::Prerelease::EMPTY
+    }
+}
+
+/// What the rules read from the infra KubeVirt CR's `spec.configuration` (§K1, §N1).
+#[derive(Clone, Debug, Default)]
+pub struct KubeVirtConfig {
+    pub feature_gates: Vec<String>,
+    pub disabled_feature_gates: Vec<String>,
+    /// Network binding plugins, with whether each declares a migration method.
+    pub binding_plugins: BTreeMap<String, bool>,
+    pub default_architecture: Option<String>,
 }
 
 /// Everything the evaluator may read about the cluster. Cheap to share (`Arc<Facts>`).
@@ -97,6 +139,7 @@ pub struct Facts {
     storage_known: bool,
     profiles_known: bool,
     kubevirt_version: KubeVirtVersion,
+    kubevirt_config: Option<KubeVirtConfig>,
     hosted_clusters: HashMap<(String, String), Arc<HostedCluster>>,
     infra: HashMap<(String, String), InfraFacts>,
     rwx_suggestions: Vec<String>,
@@ -138,7 +181,7 @@ impl Facts {
     }
 
     /// The class CDI picks for a VM disk without `storageClassName`: the newest virt-default
-    /// class, else the newest Kubernetes default class (domain §4.4).
+    /// class, else the newest Kubernetes default class (docs/rules.md §S3).
     pub fn virt_default_class(&self) -> Option<(&ClassFacts, DefaultKind)> {
         if let Some(c) = self.virt_default.as_deref().and_then(|n| self.classes.get(n)) {
             return Some((c, DefaultKind::Virt));
@@ -153,6 +196,11 @@ impl Facts {
 
     pub fn kubevirt_version(&self) -> &KubeVirtVersion {
         &self.kubevirt_version
+    }
+
+    /// The infra KubeVirt CR's configuration, when the CR is among the facts.
+    pub fn kubevirt_config(&self) -> Option<&KubeVirtConfig> {
+        self.kubevirt_config.as_ref()
     }
 
     pub fn hosted_cluster(&self, namespace: &str, name: &str) -> Option<&HostedCluster> {
@@ -186,7 +234,7 @@ impl Facts {
     }
 }
 
-/// How the class of a volume without `storageClassName` was chosen (domain §4.4).
+/// How the class of a volume without `storageClassName` was chosen (docs/rules.md §S3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefaultKind {
     Virt,
@@ -205,8 +253,8 @@ impl DefaultKind {
 #[derive(Clone, Debug)]
 struct RawClass {
     provisioner: String,
-    /// CDI's capability table key, derived from the provisioner and parameters.
-    capability_key: String,
+    /// CDI's built-in capabilities for the provisioner and parameters.
+    driver: Option<&'static [Capability]>,
     created: Option<Timestamp>,
     virt_default: bool,
     k8s_default: bool,
@@ -220,6 +268,7 @@ pub struct FactsBuilder {
     storage_known: bool,
     profiles_known: bool,
     kubevirt_versions: Vec<String>,
+    kubevirt_config: Option<KubeVirtConfig>,
     hosted_clusters: HashMap<(String, String), Arc<HostedCluster>>,
     infra: HashMap<(String, String), InfraFacts>,
 }
@@ -254,14 +303,13 @@ impl FactsBuilder {
                 .is_some_and(|v| v == "true")
         };
         self.storage_known = true;
+        let empty = BTreeMap::new();
+        let params = sc.parameters.as_ref().unwrap_or(&empty);
         self.classes.insert(
             name,
             RawClass {
                 provisioner: sc.provisioner.clone(),
-                capability_key: capabilities::provisioner_key(
-                    &sc.provisioner,
-                    sc.parameters.as_ref().unwrap_or(&BTreeMap::new()),
-                ),
+                driver: cdi::class_capabilities(&sc.provisioner, params),
                 created: sc.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 virt_default: is_true(ANN_DEFAULT_VIRT_CLASS),
                 k8s_default: is_true(ANN_DEFAULT_CLASS),
@@ -299,6 +347,22 @@ impl FactsBuilder {
     }
 
     pub fn add_kubevirt(&mut self, kv: &KubeVirt) {
+        if let Some(spec) = kv.spec.as_ref() {
+            let c = &spec.configuration;
+            self.kubevirt_config = Some(KubeVirtConfig {
+                feature_gates: c.developer_configuration.feature_gates.clone(),
+                disabled_feature_gates: c.developer_configuration.disabled_feature_gates.clone(),
+                binding_plugins: c
+                    .network
+                    .binding
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.migration.is_some()))
+                    .collect(),
+                default_architecture: c.architecture_configuration.default_architecture.clone(),
+            });
+        } else if self.kubevirt_config.is_none() {
+            self.kubevirt_config = Some(KubeVirtConfig::default());
+        }
         if let Some(v) = kv
             .status
             .as_ref()
@@ -341,10 +405,11 @@ impl FactsBuilder {
                     source,
                     sets,
                     first_set_rwx,
+                    driver: raw.driver,
                 },
             );
         }
-        // Several defaults: newest creationTimestamp wins, ties by name ascending (§4.4).
+        // Several defaults: newest creationTimestamp wins, ties by name ascending (§S3).
         let newest = |pick: fn(&RawClass) -> bool| {
             self.classes
                 .iter()
@@ -378,6 +443,7 @@ impl FactsBuilder {
             storage_known: self.storage_known,
             profiles_known: self.profiles_known,
             kubevirt_version,
+            kubevirt_config: self.kubevirt_config,
             hosted_clusters: self.hosted_clusters,
             infra: self.infra,
             rwx_suggestions,
@@ -395,7 +461,7 @@ struct ProfileSets {
     reconciled: bool,
 }
 
-/// Claim property sets of one class, the way CDI would have them (domain §4.2).
+/// Claim property sets of one class, the way CDI would have them (docs/rules.md §S1).
 fn capabilities_of(
     raw: &RawClass,
     profile: Option<&ProfileSets>,
@@ -413,10 +479,7 @@ fn capabilities_of(
         }
         // A profile without status has not been reconciled yet: fall through to the table.
     }
-    if raw.provisioner == NO_PROVISIONER {
-        return (CapabilitySource::Unknown, Vec::new());
-    }
-    match capabilities::capabilities(&raw.capability_key) {
+    match raw.driver {
         Some(caps) => (CapabilitySource::Builtin, caps.iter().map(to_set).collect()),
         None => (CapabilitySource::Unknown, Vec::new()),
     }

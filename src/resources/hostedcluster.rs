@@ -1,4 +1,4 @@
-//! `hypershift.openshift.io/v1beta1` HostedCluster — the fields the rules read (domain §2.1).
+//! `hypershift.openshift.io/v1beta1` HostedCluster — the fields the rules read (docs/rules.md §S6).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -40,6 +40,9 @@ impl_resource!(
 #[derive(Deserialize, Clone, Debug, Default)]
 pub struct HostedClusterSpec {
     pub platform: HostedClusterPlatform,
+    /// `spec.infraID`, rendered into the VM template's labels.
+    #[serde(default, rename = "infraID")]
+    pub infra_id: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
@@ -49,7 +52,7 @@ pub struct HostedClusterPlatform {
     pub kubevirt: Option<KubevirtPlatformSpec>,
 }
 
-/// `spec.platform.kubevirt` (domain §2.1).
+/// `spec.platform.kubevirt` (docs/rules.md §S6).
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KubevirtPlatformSpec {
@@ -57,7 +60,7 @@ pub struct KubevirtPlatformSpec {
     pub storage_driver: Option<KubevirtStorageDriverSpec>,
 }
 
-/// External infrastructure cluster (domain §2.1, §2.5).
+/// External infrastructure cluster (docs/rules.md §S6, §S6).
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KubevirtPlatformCredentials {
@@ -74,7 +77,7 @@ pub struct KubeconfigSecretRef {
 
 #[derive(Deserialize, Clone, Debug, Default)]
 pub struct KubevirtStorageDriverSpec {
-    /// `None`, `Default` or `Manual`; CRD default `Default`; nil driver is treated as `Default` (domain §2.1).
+    /// `None`, `Default` or `Manual`; CRD default `Default`; nil driver is treated as `Default` (docs/rules.md §S6).
     #[serde(rename = "type")]
     pub type_: Option<StorageDriverType>,
     pub manual: Option<KubevirtManualStorageDriverConfig>,

@@ -17,13 +17,13 @@ pub use kubevirt::KubeVirt;
 pub use nodepool::NodePool;
 pub use storage::{AccessMode, ClaimPropertySet, StorageProfile, VolumeMode};
 
-/// `hypershift.openshift.io` — group of NodePool and HostedCluster (domain §1.1, §2.1).
+/// `hypershift.openshift.io` — group of NodePool and HostedCluster (docs/rules.md §R1, §S6).
 pub const HYPERSHIFT_GROUP: &str = "hypershift.openshift.io";
-/// The only served version of NodePool and HostedCluster (domain §1.1).
+/// The only served version of NodePool and HostedCluster (docs/rules.md §R1).
 pub const HYPERSHIFT_VERSION: &str = "v1beta1";
-/// `spec.platform.type` value of the KubeVirt platform (domain §1.1).
+/// `spec.platform.type` value of the KubeVirt platform (docs/rules.md §R1).
 pub const KUBEVIRT_PLATFORM: &str = "KubeVirt";
-/// Annotation carrying an RFC 6902 patch for the VM template (domain §1.3).
+/// Annotation carrying an RFC 6902 patch for the VM template (docs/rules.md §R2).
 pub const VM_JSONPATCH_ANNOTATION: &str = "hypershift.openshift.io/kubevirt-vm-jsonpatch";
 
 /// Implements `kube::Resource` for one of our lean CRD views.

@@ -1,4 +1,4 @@
-//! `hypershift.openshift.io/v1beta1` NodePool — the fields the rules read (domain §1.1, §1.2).
+//! `hypershift.openshift.io/v1beta1` NodePool — the fields the rules read (docs/rules.md §R1, §R1).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -26,7 +26,7 @@ impl_resource!(
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct NodePoolSpec {
-    /// Name of the HostedCluster in the same namespace (domain §1.1).
+    /// Name of the HostedCluster in the same namespace (docs/rules.md §R1).
     #[serde(default)]
     pub cluster_name: String,
     pub replicas: Option<i32>,
@@ -47,15 +47,20 @@ pub struct NodePoolPlatform {
     pub kubevirt: Option<KubevirtNodePoolPlatform>,
 }
 
-/// `spec.platform.kubevirt` (domain §1.2).
+/// `spec.platform.kubevirt` (docs/rules.md §R1).
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KubevirtNodePoolPlatform {
     pub root_volume: Option<KubevirtRootVolume>,
-    /// Defaults to `true` (CRD default, domain §1.2).
+    /// Defaults to `true` (CRD default, docs/rules.md §R1).
     pub attach_default_network: Option<bool>,
     pub additional_networks: Option<Vec<KubevirtNetwork>>,
     pub host_devices: Option<Vec<KubevirtHostDevice>>,
+    /// `compute` (memory, cores, qosClass), kept as JSON: only rendered into the VM
+    /// template that JSON patches see (docs/rules.md §P1).
+    pub compute: Option<serde_json::Value>,
+    pub network_interface_multiqueue: Option<String>,
+    pub node_selector: Option<serde_json::Value>,
 }
 
 impl KubevirtNodePoolPlatform {
@@ -69,7 +74,7 @@ impl KubevirtNodePoolPlatform {
 
 #[derive(Deserialize, Clone, Debug, Default)]
 pub struct KubevirtRootVolume {
-    /// Only `Persistent` exists; CRD default `Persistent` (domain §1.2).
+    /// Only `Persistent` exists; CRD default `Persistent` (docs/rules.md §R1).
     #[serde(rename = "type")]
     pub type_: Option<String>,
     pub persistent: Option<KubevirtPersistentVolume>,
@@ -81,6 +86,8 @@ pub struct KubevirtPersistentVolume {
     pub storage_class: Option<String>,
     pub access_modes: Option<Vec<AccessMode>>,
     pub volume_mode: Option<VolumeMode>,
+    /// The root volume size (a quantity), rendered as the storage request.
+    pub size: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
@@ -92,6 +99,6 @@ pub struct KubevirtNetwork {
 #[serde(rename_all = "camelCase")]
 pub struct KubevirtHostDevice {
     pub device_name: String,
-    /// CRD default 1, minimum 1 (domain §1.2).
+    /// CRD default 1, minimum 1 (docs/rules.md §R1).
     pub count: Option<i64>,
 }

@@ -1,4 +1,4 @@
-//! Access/volume modes and the CDI StorageProfile (domain §4.1).
+//! Access/volume modes and the CDI StorageProfile (docs/rules.md §S3).
 
 use std::fmt;
 
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::impl_resource;
 
 /// A PersistentVolume access mode. `ReadOnly` is not a Kubernetes mode but the NodePool CRD
-/// accepts it (domain §1.2 quirk), so we parse it to be able to reject it with a clear finding.
+/// accepts it (docs/rules.md §R1 quirk), so we parse it to be able to reject it with a clear finding.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AccessMode {
     ReadWriteOnce,
@@ -57,7 +57,7 @@ impl fmt::Display for VolumeMode {
     }
 }
 
-/// One entry of `claimPropertySets` (domain §4.1).
+/// One entry of `claimPropertySets` (docs/rules.md §S3).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimPropertySet {
@@ -82,7 +82,7 @@ impl fmt::Display for ClaimPropertySet {
     }
 }
 
-/// A claim property set of CDI's built-in capability table (domain §4.2).
+/// A claim property set of CDI's built-in capability table (docs/rules.md §S1).
 #[derive(Clone, Copy, Debug)]
 pub struct StaticClaimPropertySet {
     pub access_modes: &'static [AccessMode],
@@ -98,7 +98,7 @@ impl From<StaticClaimPropertySet> for ClaimPropertySet {
     }
 }
 
-/// `cdi.kubevirt.io/v1beta1` StorageProfile, cluster-scoped, named like its StorageClass (domain §4.1).
+/// `cdi.kubevirt.io/v1beta1` StorageProfile, cluster-scoped, named like its StorageClass (docs/rules.md §S3).
 #[derive(Deserialize, Clone, Debug, Default)]
 pub struct StorageProfile {
     #[serde(default, deserialize_with = "super::meta::lean")]
