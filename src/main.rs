@@ -25,12 +25,14 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            let metrics = Arc::new(Metrics::default());
+            // flushes the log on every return below
+            let _log = init_logging(args.log_format, &metrics);
             let result = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")
-                .and_then(|rt| rt.block_on(serve(*args)));
+                .and_then(|rt| rt.block_on(serve(*args, metrics)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -61,20 +63,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Lines the log writer buffers before it drops (and counts) new ones.
+const LOG_BUFFER_LINES: usize = 16_384;
+
+/// Logs go to stderr through a non-blocking writer: a request never waits for a write; when
+/// the writer falls behind, lines are dropped and counted
+/// (`live_migration_guard_log_lines_dropped`). Text logs have ANSI colours only on a
+/// terminal, and never with `NO_COLOR` set.
+fn init_logging(format: LogFormat, metrics: &Metrics) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(true)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    metrics.count_log_drops(writer.error_counter());
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::default());
+async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let config = args.server_config().context("--evaluate-token-file")?;
     let (audit_tx, audit_rx) = watch::channel(None);
     // `_cluster` keeps the watches alive for the life of the server.

@@ -253,12 +253,19 @@ struct Served {
     addr: SocketAddr,
     ops: SocketAddr,
     ca: String,
+    /// Every stderr line after start-up.
+    log: Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
 impl Served {
     /// `serve` on loopback ports chosen by the kernel, limited to `vm_mib` of address space.
     fn start(vm_mib: u64, extra: &[&str]) -> Self {
+        Self::start_logging(vm_mib, extra, "json")
+    }
+
+    /// With `--log-format=<format>` (text logs: the start-up line is found by its text).
+    fn start_logging(vm_mib: u64, extra: &[&str], format: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.crt");
         let bin = env!("CARGO_BIN_EXE_live-migration-guard");
@@ -267,7 +274,7 @@ impl Served {
             "--listen=127.0.0.1:0".into(),
             "--ops-listen=127.0.0.1:0".into(),
             format!("--ca-bundle-out={}", ca.display()),
-            "--log-format=json".into(),
+            format!("--log-format={format}"),
             "--shutdown-delay=0s".into(),
             format!("--dns-name={SERVICE_HOST}"),
         ];
@@ -294,15 +301,31 @@ impl Served {
             if let (Some(l), Some(o)) = (v["listen"].as_str(), v["ops"].as_str()) {
                 break (l.parse().unwrap(), o.parse().unwrap());
             }
+            // text: `… listen=127.0.0.1:1 ops=127.0.0.1:2 …`
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                    .and_then(|v| v.parse::<SocketAddr>().ok())
+            };
+            if let (Some(l), Some(o)) = (field("listen"), field("ops")) {
+                break (l, o);
+            }
         };
-        // keep draining stderr so the server never blocks on a full pipe
-        std::thread::spawn(move || for _ in lines {});
+        // keep reading stderr so the server never blocks on a full pipe
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         let ca = std::fs::read_to_string(&ca).unwrap();
         Self {
             child,
             addr,
             ops,
             ca,
+            log,
             _dir: dir,
         }
     }
@@ -768,4 +791,57 @@ async fn idle_connections_are_closed_during_the_delay() {
         .await
         .unwrap()
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Logging (issue: serving path, item 3)
+
+/// Text logs to a pipe carry no ANSI colour codes; a plain allow is logged at debug, a
+/// warned admission at info; untrusted fields are escaped (a newline in `request.uid` does
+/// not forge a line).
+#[tokio::test]
+async fn admission_logs_are_plain_escaped_and_leveled() {
+    let s = Served::start_logging(1024, &[], "text");
+    let rwo = review(
+        "NodePool",
+        "CREATE",
+        Some(&fixture_value("nodepool-kubevirt-rwo-root-volume.yaml")),
+        None,
+    );
+    let mut forged = rwo.clone();
+    forged["request"]["uid"] = json!("abc\nFORGED level=ERROR\u{1b}[31m");
+    let not_kubevirt = review(
+        "NodePool",
+        "CREATE",
+        Some(&with(
+            fixture_value("nodepool-kubevirt-rwo-root-volume.yaml"),
+            &[("/spec/platform", json!({"type": "AWS"}))],
+        )),
+        None,
+    );
+    for body in [&rwo, &forged, &not_kubevirt] {
+        let r = s
+            .client()
+            .post(s.url(NP))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // the non-blocking writer flushes within moments
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = s.log.lock().unwrap().clone();
+        if lines.iter().filter(|l| l.contains(" admission ")).count() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let admissions: Vec<&String> = lines.iter().filter(|l| l.contains(" admission ")).collect();
+    assert_eq!(admissions.len(), 2, "two warned admissions at info, the plain allow at debug: {lines:#?}");
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "no ANSI codes on a pipe: {lines:#?}");
+    assert!(!lines.iter().any(|l| l.starts_with("FORGED")), "{lines:#?}");
+    assert!(admissions.iter().any(|l| l.contains(r#"abc\nFORGED"#)), "{admissions:#?}");
 }

@@ -241,20 +241,31 @@ fn admit_inner(
             dry_run: outcome.dry_run,
         })
         .inc();
-    tracing::info!(
-        uid = outcome.uid.as_str(),
-        kind = &*outcome.kind,
-        namespace = outcome.namespace.as_deref().unwrap_or(""),
-        name = outcome.name.as_deref().unwrap_or(""),
-        operation = outcome.operation,
-        verdict,
-        decision = outcome.decision.as_str(),
-        mode = outcome.mode.as_str(),
-        dry_run = outcome.dry_run,
-        override_reason = outcome.override_reason.as_deref(),
-        duration_us = start.elapsed().as_micros() as u64,
-        "admission"
-    );
+    // One line per admission: at info when the user was told something (warnings or a
+    // denial), at debug for a plain allow — as Gatekeeper and Kyverno log decisions.
+    macro_rules! admission_line {
+        ($level:ident) => {
+            tracing::$level!(
+                uid = outcome.uid.as_str(),
+                kind = &*outcome.kind,
+                namespace = outcome.namespace.as_deref().unwrap_or(""),
+                name = outcome.name.as_deref().unwrap_or(""),
+                operation = outcome.operation,
+                verdict,
+                decision = outcome.decision.as_str(),
+                mode = outcome.mode.as_str(),
+                dry_run = outcome.dry_run,
+                override_reason = outcome.override_reason.as_deref(),
+                duration_us = start.elapsed().as_micros() as u64,
+                "admission"
+            )
+        };
+    }
+    if outcome.decision == admission::DecisionKind::Allow {
+        admission_line!(debug);
+    } else {
+        admission_line!(info);
+    }
     json_response(StatusCode::OK, &outcome.review)
 }
 

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub facts_stale: Gauge<f64, AtomicU64>,
     pub objects: Family<ObjectLabels, Gauge>,
+    /// Log lines dropped because the log writer fell behind (set by the binary).
+    pub log_lines_dropped: Gauge,
+    log_drops: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,8 +114,16 @@ impl Default for Metrics {
             "Existing NodePools and HostedClusters by verdict, from the last audit (value 1)",
             objects.clone(),
         );
+        let log_lines_dropped = Gauge::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped since start because the non-blocking log writer's buffer was full",
+            log_lines_dropped.clone(),
+        );
         Self {
             registry,
+            log_lines_dropped,
+            log_drops: std::sync::OnceLock::new(),
             requests,
             duration,
             in_flight,
@@ -132,6 +143,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Where the dropped-log-line count comes from (the binary's non-blocking writer).
+    pub fn count_log_drops(&self, counter: tracing_appender::non_blocking::ErrorCounter) {
+        let _ = self.log_drops.set(counter);
+    }
+
+    /// Refreshes values sampled at scrape time.
+    pub fn sample(&self) {
+        if let Some(c) = self.log_drops.get() {
+            self.log_lines_dropped.set(c.dropped_lines() as i64);
+        }
     }
 
     pub fn reject(&self, result: &'static str) {

@@ -55,6 +55,7 @@ async fn readyz(State(s): State<OpsState>) -> Response {
 async fn metrics(State(s): State<OpsState>) -> Response {
     s.app.metrics.cert_expiry.set(s.certs.not_after() as f64);
     s.app.metrics.facts_stale.set(s.app.snapshot().stale_seconds);
+    s.app.metrics.sample();
     (
         [(
             header::CONTENT_TYPE,
