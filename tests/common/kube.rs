@@ -86,6 +86,12 @@ pub fn chart_service_account() -> Token {
     Token::service_account("lmg-sa-token", "live-migration-guard", "live-migration-guard")
 }
 
+/// A ServiceAccount in the release namespace without RBAC until a test binds it (of the shared
+/// cluster).
+pub fn unbound_service_account() -> Token {
+    Token::service_account("lmg-unbound-token", "live-migration-guard", "unbound")
+}
+
 /// What a kubectl run printed.
 #[derive(Debug)]
 pub struct Out {
@@ -164,7 +170,12 @@ pub fn available() -> bool {
 
 /// The tokens of the shared cluster.
 pub fn shared_tokens() -> Vec<Token> {
-    vec![alice(), smoke_reader(), chart_service_account()]
+    vec![
+        alice(),
+        smoke_reader(),
+        chart_service_account(),
+        unbound_service_account(),
+    ]
 }
 
 /// The cluster shared by all tests of this test binary (tokens: [`shared_tokens`]), started on
