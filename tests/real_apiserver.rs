@@ -157,7 +157,7 @@ fn hypershift_crds_are_established_and_a_nodepool_is_stored_with_defaults() {
             "clusterName": "example",
             "management": { "upgradeType": "Replace" },
             "platform": { "type": "KubeVirt", "kubevirt": {} },
-            "release": { "image": "" },
+            "release": { "image": "quay.io/openshift-release-dev/ocp-release:4.17.0-x86_64" },
             "replicas": 1,
         },
     });

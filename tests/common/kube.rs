@@ -145,7 +145,7 @@ fn required() -> bool {
     std::env::var("LMG_REQUIRE_KUBE").is_ok_and(|v| v == "1")
 }
 
-/// `true` when the binaries exist; otherwise prints the skip line once (per call site) or, with
+/// `true` when the binaries exist; otherwise prints the skip line (once) or, with
 /// `LMG_REQUIRE_KUBE=1`, panics.
 pub fn available() -> bool {
     let missing: Vec<PathBuf> = [cluster_binary(), kubectl_binary()]
@@ -164,7 +164,12 @@ pub fn available() -> bool {
             .collect::<Vec<_>>()
             .join(" and ")
     );
-    eprintln!("{SKIP_LINE}");
+    // Once per test binary, and past the test harness's output capture (which would hide it
+    // for passing tests).
+    static SKIPPED: std::sync::Once = std::sync::Once::new();
+    SKIPPED.call_once(|| {
+        let _ = writeln!(std::io::stderr(), "{SKIP_LINE}");
+    });
     false
 }
 
