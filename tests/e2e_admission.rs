@@ -605,3 +605,71 @@ fn hostedcluster_manual_mapping_to_an_rwo_class_is_warned_at_create() {
     );
     assert!(exists(k, "e2e-hc", "hostedcluster", "manual"));
 }
+
+/// The chart's `spec-or-vm-jsonpatch-changed` condition: an annotation-only update that adds a
+/// host device through `hypershift.openshift.io/kubevirt-vm-jsonpatch` reaches the webhook (and
+/// is denied in deny mode), while label and other annotation updates never reach it.
+#[test]
+fn vm_jsonpatch_annotation_updates_reach_the_webhook_label_updates_do_not() {
+    let Some(e) = env() else { return };
+    let _t = TRAFFIC.write().unwrap_or_else(|p| p.into_inner());
+    let k = e.k;
+    let ns = "e2e-vm-patch";
+    namespace(k, ns, Some("deny"));
+    wait_mode(k, ns, "deny");
+    let created = apply(k, &migratable_nodepool(ns, "np"), &[]);
+    created.expect_ok("create a migratable NodePool");
+    assert!(!created.stderr.contains("Warning:"), "{}", created.stderr);
+
+    let before = e.webhook.requests(&[]);
+    k.kubectl(&["-n", ns, "label", "nodepool", "np", "team=storage"], None)
+        .expect_ok("label");
+    k.kubectl(
+        &["-n", ns, "annotate", "nodepool", "np", "example.com/note=hello"],
+        None,
+    )
+    .expect_ok("unrelated annotation");
+    assert_eq!(
+        e.webhook.requests(&[]),
+        before,
+        "label/annotation-only updates reached the webhook:\n{}",
+        e.webhook.metrics()
+    );
+
+    let patch = r#"hypershift.openshift.io/kubevirt-vm-jsonpatch=[{"op": "add", "path": "/spec/template/spec/domain/devices/hostDevices/-", "value": {"name": "gpu", "deviceName": "nvidia.com/A100"}}]"#;
+    for extra in [&["--dry-run=server"][..], &[][..]] {
+        let mut args = vec!["-n", ns, "annotate", "nodepool", "np", patch];
+        args.extend_from_slice(extra);
+        let out = k.kubectl(&args, None);
+        assert!(
+            !out.ok(),
+            "{extra:?}: a host device was patched in:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stderr.contains("The NodePool \"np\" is invalid: ")
+                && out.stderr.contains("HostDeviceNotLiveMigratable"),
+            "{extra:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(e.webhook.requests(&[]), before + 2, "{}", e.webhook.metrics());
+    let stored = k.kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "nodepool",
+            "np",
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ],
+        None,
+    );
+    let stored = stored.expect_ok("get");
+    assert!(
+        !stored.stdout.contains("kubevirt-vm-jsonpatch"),
+        "{}",
+        stored.stdout
+    );
+}
