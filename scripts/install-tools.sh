@@ -103,6 +103,7 @@ install_kube() {
       exit 1
     fi
     echo "install-tools: Go not found: skipping the real kube-apiserver test cluster (its tests will skip)"
+    KUBE_STATUS="no test cluster: Go missing"
     return
   fi
   export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
@@ -139,13 +140,14 @@ install_kube() {
   echo "$wanted" >"$BIN/.kube-installed"
 }
 
+KUBE_STATUS=""
 install_binaries
 install_venv
 install_kube
 mkdir -p "$HELM_CACHE_HOME" "$HELM_CONFIG_HOME" "$HELM_DATA_HOME"
 "$BIN/helm" version --short >/dev/null
-if [[ -x $BIN/kube-test-cluster ]]; then
+if [[ -z ${KUBE_STATUS:-} ]]; then
   echo "install-tools: helm $HELM_VERSION, kube-test-cluster + kubectl $KUBE_VERSION and the test venv are ready in .tools/"
 else
-  echo "install-tools: helm $HELM_VERSION and the test venv are ready in .tools/ (no test cluster: Go missing)"
+  echo "install-tools: helm $HELM_VERSION and the test venv are ready in .tools/ ($KUBE_STATUS)"
 fi
