@@ -162,12 +162,14 @@ func run() error {
 	}
 
 	server := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort))
-	if err := waitReady(done, server, certDir, adminToken, dir, readyTimeout); err != nil {
-		// Stop the apiserver (if it still runs) before etcd closes.
-		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
+	if exited, err := waitReady(done, server, certDir, adminToken, dir, readyTimeout); err != nil {
+		if !exited {
+			// Stop the apiserver (its signal handler is installed: it runs) before etcd closes.
+			_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+			}
 		}
 		return err
 	}
@@ -178,29 +180,29 @@ func run() error {
 }
 
 // waitReady writes DIR/kubeconfig once the serving certificate exists and DIR/ready once
-// /readyz answers 200.
-func waitReady(done <-chan int, server, certDir, token, dir string, timeout time.Duration) error {
+// /readyz answers 200. exited tells that the apiserver has stopped (its status consumed).
+func waitReady(done <-chan int, server, certDir, token, dir string, timeout time.Duration) (exited bool, err error) {
 	deadline := time.Now().Add(timeout)
 	caFile := filepath.Join(certDir, "apiserver.crt")
 	var caPEM []byte
 	for {
 		select {
 		case code := <-done:
-			return fmt.Errorf("kube-apiserver exited with status %d before it was ready", code)
+			return true, fmt.Errorf("kube-apiserver exited with status %d before it was ready", code)
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("kube-apiserver not ready within %s", timeout)
+			return false, fmt.Errorf("kube-apiserver not ready within %s", timeout)
 		}
 		if caPEM == nil {
 			if b, err := os.ReadFile(caFile); err == nil && len(b) > 0 {
 				if err := writeKubeconfig(filepath.Join(dir, "kubeconfig"), server, caFile, token); err != nil {
-					return err
+					return false, err
 				}
 				caPEM = b
 			}
 		} else if readyz(server, caPEM, token) {
-			return writeAtomic(filepath.Join(dir, "ready"), []byte(server+"\n"))
+			return false, writeAtomic(filepath.Join(dir, "ready"), []byte(server+"\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
