@@ -240,7 +240,7 @@ async fn required_apis_gate_readiness() {
     assert!(snap.not_ready_reason.is_none());
     // a server that never answers keeps us not ready, with the reason
     let dead = cluster::start(
-        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap(),
+        ::kube::Client::try_from(::kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap(),
         opts(),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

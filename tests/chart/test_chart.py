@@ -348,14 +348,21 @@ def test_only_kubevirt_objects_and_spec_changes_are_sent(render):
         conditions = {
             c["name"]: " ".join(c["expression"].split()) for c in webhook["matchConditions"]
         }
-        assert set(conditions) == {"kubevirt-platform", "spec-changed"}
+        assert set(conditions) == {"kubevirt-platform", "spec-or-vm-jsonpatch-changed"}
         kubevirt = conditions["kubevirt-platform"]
         assert kubevirt.endswith("object.spec.platform.type == 'KubeVirt'")
         # Every field is guarded, so objects without them do not make the expression fail.
         for field in ("object.spec", "object.spec.platform", "object.spec.platform.type"):
             assert f"has({field})" in kubevirt
-        assert conditions["spec-changed"] == (
+        # Spec changes, and changes of the annotation that patches the VMs; absent == empty.
+        annotation = "'hypershift.openshift.io/kubevirt-vm-jsonpatch'"
+        patch = lambda o: (  # noqa: E731
+            f"(has({o}.metadata.annotations) && {annotation} in {o}.metadata.annotations ? "
+            f"{o}.metadata.annotations[{annotation}] : '')"
+        )
+        assert conditions["spec-or-vm-jsonpatch-changed"] == (
             "request.operation != 'UPDATE' || !has(oldObject.spec) || object.spec != oldObject.spec"
+            f" || {patch('object')} != {patch('oldObject')}"
         )
 
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod kube;
 pub mod server;
 
 use std::path::PathBuf;
