@@ -840,8 +840,18 @@ async fn admission_logs_are_plain_escaped_and_leveled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let admissions: Vec<&String> = lines.iter().filter(|l| l.contains(" admission ")).collect();
-    assert_eq!(admissions.len(), 2, "two warned admissions at info, the plain allow at debug: {lines:#?}");
-    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "no ANSI codes on a pipe: {lines:#?}");
+    assert_eq!(
+        admissions.len(),
+        2,
+        "two warned admissions at info, the plain allow at debug: {lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains('\u{1b}')),
+        "no ANSI codes on a pipe: {lines:#?}"
+    );
     assert!(!lines.iter().any(|l| l.starts_with("FORGED")), "{lines:#?}");
-    assert!(admissions.iter().any(|l| l.contains(r#"abc\nFORGED"#)), "{admissions:#?}");
+    assert!(
+        admissions.iter().any(|l| l.contains(r#"abc\nFORGED"#)),
+        "{admissions:#?}"
+    );
 }

@@ -1,6 +1,7 @@
 // kube-test-cluster runs embedded etcd and the real kube-apiserver in one process on free
 // 127.0.0.1 ports, for tests (issue 10). It writes DIR/kubeconfig (an admin in system:masters,
-// current context) and then DIR/ready once /readyz answers 200. SIGTERM stops both.
+// current context) and then DIR/ready once /readyz answers 200. SIGTERM stops both. The
+// audit log of requests for HyperShift objects (metadata level) is DIR/audit.log.
 //
 //	kube-test-cluster --dir DIR [--token 'TOKEN,USER,UID,"GROUP1,GROUP2"']... [--stop-on-stdin-eof]
 //
@@ -133,6 +134,15 @@ func run() error {
 	}
 	certDir := filepath.Join(dir, "certs")
 
+	// audit log (DIR/audit.log, one JSON event per line): metadata of requests for HyperShift
+	// objects, so tests can read the audit annotations webhooks add.
+	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
+	policy := "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n" +
+		"- level: Metadata\n  resources: [{group: hypershift.openshift.io}]\n- level: None\n"
+	if err := os.WriteFile(auditPolicy, []byte(policy), 0o600); err != nil {
+		return err
+	}
+
 	// kube-apiserver: its own signal handler stops it on SIGTERM/SIGINT; cli.Run returns then.
 	cmd := app.NewAPIServerCommand()
 	cmd.SetArgs([]string{
@@ -150,6 +160,9 @@ func run() error {
 		"--disable-admission-plugins=ServiceAccount",
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
+		"--audit-policy-file=" + auditPolicy,
+		"--audit-log-path=" + filepath.Join(dir, "audit.log"),
+		"--audit-log-mode=blocking",
 	})
 	done := make(chan int, 1)
 	go func() { done <- cli.Run(cmd) }()
