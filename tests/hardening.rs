@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::server::*;
 use common::*;
-use live_migration_guard::admission::Policy;
+use live_migration_guard::admission::{Mode, Policy};
 use live_migration_guard::facts::{Facts, Snapshot};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -854,4 +854,175 @@ async fn admission_logs_are_plain_escaped_and_leveled() {
         admissions.iter().any(|l| l.contains(r#"abc\nFORGED"#)),
         "{admissions:#?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Peers that stop reading, deny-mode UPDATE matching, denial size
+
+fn big_evaluate_body() -> String {
+    let items: Vec<Value> = (0..1_000).map(tiny_nodepool).collect();
+    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+/// A client that sends a request with a large answer and never reads it pinned the answer
+/// forever; now the connection is dropped once writing makes no progress for the write
+/// timeout (HTTP/1: the socket buffers fill up).
+#[tokio::test]
+async fn a_peer_that_never_reads_is_dropped() {
+    let s = TestServer::start_with(Policy::default(), Snapshot::fixed(Facts::none()), |c| {
+        c.limits.write_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut conn = raw_tls(&s, b"http/1.1").await;
+    let body = big_evaluate_body();
+    let req = format!(
+        "POST {EVAL} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    // several requests' worth, pipelined, and never a byte read back
+    for _ in 0..8 {
+        if conn.write_all(req.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = s.ops_get("/metrics").await;
+        if m.contains("live_migration_guard_rejected_total{result=\"write-timeout\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not dropped: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+}
+
+/// HTTP/2 with a zero flow-control window: the answer can never be sent. The connection is
+/// dropped once the response has been unfinished for the request and write timeouts.
+#[tokio::test]
+async fn an_http2_zero_window_is_dropped() {
+    let s = TestServer::start_with(Policy::default(), Snapshot::fixed(Facts::none()), |c| {
+        c.limits.write_timeout = Duration::from_millis(300);
+        c.limits.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let tls = raw_tls(&s, b"h2").await;
+    let (mut h2, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, axum::body::Bytes>(tls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = axum::http::Request::post(format!("https://{SERVICE_HOST}{NP}"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = h2.send_request(req, false).unwrap();
+    // any answer at all is stuck behind a zero window
+    body.send_data(good_review().into(), true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("headers arrive")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // the body never flows (window 0); the server gives up on the connection
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the server drops the stuck connection")
+        .unwrap()
+        .ok();
+    let (_, m) = s.ops_get("/metrics").await;
+    assert!(m.contains("result=\"response-timeout\""), "{m}");
+    s.stop().await;
+}
+
+fn deny() -> Policy {
+    Policy {
+        mode: Mode::Deny,
+        ..Policy::default()
+    }
+}
+
+/// RWO DataVolumes added by the JSON patch: all their findings point at the annotation.
+fn with_patched_rwo_disks(names: &[&str]) -> Value {
+    let mut ops = Vec::new();
+    for n in names {
+        ops.push(json!({"op": "add", "path": "/spec/dataVolumeTemplates/-", "value": {"metadata": {"name": n}, "spec": {"storage": {"accessModes": ["ReadWriteOnce"]}}}}));
+        ops.push(json!({"op": "add", "path": "/spec/template/spec/volumes/-", "value": {"name": n, "dataVolume": {"name": n}}}));
+    }
+    nodepool_with_patch(&Value::Array(ops))
+}
+
+/// An UPDATE whose patch adds three RWO disks where the old object had one patch-added
+/// disk was allowed (matched by reason and field only); now each old error accounts for one
+/// new error, so the two new disks are denied, and re-applying the same object is not.
+#[tokio::test]
+async fn deny_mode_update_matches_per_volume() {
+    let s = TestServer::start(deny(), Facts::none()).await;
+    let old = with_patched_rwo_disks(&["d1"]);
+    let new = with_patched_rwo_disks(&["d1", "d2", "d3"]);
+    let v = s
+        .post_review(NP, &review("NodePool", "UPDATE", Some(&new), Some(&old)))
+        .await;
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    let causes = v["response"]["status"]["details"]["causes"].as_array().unwrap();
+    let named: Vec<String> = causes
+        .iter()
+        .map(|c| c["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(named.len(), 2, "{named:#?}");
+    assert!(
+        named.iter().any(|m| m.contains("d2")) && named.iter().any(|m| m.contains("d3")),
+        "{named:#?}"
+    );
+    // the same disks again (a relabel, a scale): allowed
+    let scaled = with(new.clone(), &[("/spec/replicas", json!(7))]);
+    let v = s
+        .post_review(NP, &review("NodePool", "UPDATE", Some(&scaled), Some(&new)))
+        .await;
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    s.stop().await;
+}
+
+/// A denial is sanitised and capped like warnings: 2,000 bad devices gave a 565 KB body and
+/// a 100 KB class name a 100 KB message.
+#[tokio::test]
+async fn denials_are_capped_and_sanitised() {
+    let s = TestServer::start(deny(), Facts::none()).await;
+    let devices: Vec<Value> = (0..2_000)
+        .map(|i| json!({"deviceName": format!("nvidia.com/GPU{i}\u{1b}[31m")}))
+        .collect();
+    let np = with(
+        fixture_value("nodepool-kubevirt-rwo-root-volume.yaml"),
+        &[
+            ("/spec/platform/kubevirt/hostDevices", Value::Array(devices)),
+            (
+                "/spec/platform/kubevirt/rootVolume/persistent/storageClass",
+                json!("c".repeat(100_000)),
+            ),
+        ],
+    );
+    let r = s
+        .client(false)
+        .post(s.url(NP))
+        .header("Content-Type", "application/json")
+        .body(review("NodePool", "CREATE", Some(&np), None).to_string())
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.len() < 40_000, "answer of {} bytes", text.len());
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["response"]["allowed"], false);
+    let status = &v["response"]["status"];
+    assert!(
+        status["message"].as_str().unwrap().len() <= 2_300,
+        "{}",
+        status["message"]
+    );
+    let causes = status["details"]["causes"].as_array().unwrap();
+    assert!(causes.len() <= 32);
+    assert!(!text.contains('\u{1b}'), "control characters are replaced");
+    s.stop().await;
 }

@@ -376,4 +376,47 @@ mod tests {
         );
         assert_eq!(sanitize("a…b≥c→d\u{7f}é"), "a...b>=c->d??");
     }
+
+    /// The "N more" count was computed before an override note was prepended: now the
+    /// lines are cut once, at the end, and the count is what was really left out.
+    #[test]
+    fn the_left_out_count_includes_every_line() {
+        let findings: Vec<Finding> = (0..40)
+            .map(|i| {
+                Finding::error(
+                    "DisksNotLiveMigratable",
+                    format!("spec.disk{i}"),
+                    "m".into(),
+                    "x".repeat(200),
+                )
+            })
+            .collect();
+        let report = Report {
+            api_version: "hypershift.openshift.io/v1beta1",
+            kind: "NodePool",
+            namespace: Some("ns".into()),
+            name: "np".into(),
+            verdict: Verdict::NotMigratable,
+            condition: None,
+            findings,
+        };
+        let policy = Policy {
+            mode: Mode::Deny,
+            ..Policy::default()
+        };
+        let asked = Override {
+            mode: Some("warn".into()),
+            reason: None,
+        };
+        let d = decide(&policy, Mode::Deny, "uid", &report, None, &asked);
+        let w = &d.response.warnings;
+        assert!(w[0].contains("is ignored"), "{w:?}");
+        let last = w.last().unwrap();
+        let shown = w.len() - 1;
+        // 41 lines in all: the note and 40 findings
+        assert!(
+            last.contains(&format!("{} more finding(s) not shown", 41 - shown)),
+            "{last}"
+        );
+    }
 }
