@@ -435,7 +435,7 @@ fn certs_generate_validates_flags_and_keeps_existing_keys() {
     };
     for (args, flag, why) in [
         (&["--service", "my_webhook", "--namespace", "ns"][..], "--service", "'_'"),
-        (&["--service", "svc", "--namespace", "-ns"][..], "--namespace", "start and end"),
+        (&["--service", "svc", "--namespace=ns-"][..], "--namespace", "start and end"),
         (&["--service", &"a".repeat(64), "--namespace", "ns"][..], "--service", "at most 63"),
         (&["--service", "svc", "--namespace", "ns", "--days", "0"][..], "--days", "0"),
     ] {
