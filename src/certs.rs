@@ -90,12 +90,15 @@ pub fn write(dir: &Path, g: &Generated, force: bool) -> Result<(), CertError> {
         move |source| CertError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    if !force {
-        if let Some(path) = FILES.iter().map(|f| dir.join(f)).find(|p| p.symlink_metadata().is_ok()) {
-            return Err(CertError::Exists {
-                path: path.display().to_string(),
-            });
-        }
+    if !force
+        && let Some(path) = FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.symlink_metadata().is_ok())
+    {
+        return Err(CertError::Exists {
+            path: path.display().to_string(),
+        });
     }
     for (name, body, private) in [
         ("ca.crt", &g.ca_crt, false),

@@ -68,7 +68,10 @@ pub fn parse_dns_label(s: &str) -> Result<String, String> {
         return Err("must not be empty".into());
     }
     if s.len() > 63 {
-        return Err(format!("{s:?} is {} characters; a DNS label has at most 63", s.len()));
+        return Err(format!(
+            "{s:?} is {} characters; a DNS label has at most 63",
+            s.len()
+        ));
     }
     if let Some(c) = s.chars().find(|&c| !ok_char(c)) {
         return Err(format!(
@@ -76,7 +79,9 @@ pub fn parse_dns_label(s: &str) -> Result<String, String> {
         ));
     }
     if s.starts_with('-') || s.ends_with('-') {
-        return Err(format!("{s:?} must start and end with a letter or digit (RFC 1123)"));
+        return Err(format!(
+            "{s:?} must start and end with a letter or digit (RFC 1123)"
+        ));
     }
     Ok(s.to_owned())
 }
@@ -319,7 +324,10 @@ impl ServeArgs {
             _ => {
                 let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
                 names.extend(self.dns_names.iter().cloned());
-                let ca_out = self.ca_bundle_out.clone().unwrap_or_else(|| default_ca_bundle(self.listen));
+                let ca_out = self
+                    .ca_bundle_out
+                    .clone()
+                    .unwrap_or_else(|| default_ca_bundle(self.listen));
                 TlsSource::Generated { names, ca_out }
             }
         };

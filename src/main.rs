@@ -53,7 +53,11 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: --out {}: {}", args.out.display(), one_line(&anyhow::Error::new(e)));
+                    eprintln!(
+                        "error: --out {}: {}",
+                        args.out.display(),
+                        one_line(&anyhow::Error::new(e))
+                    );
                     ExitCode::FAILURE
                 }
             }

@@ -323,12 +323,19 @@ fn directory_with_non_objects_skips_them_and_lists_every_broken_file() {
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [np.yaml]\n",
     )
     .unwrap();
-    std::fs::write(d.join("np.yaml"), fixture_text("nodepool-kubevirt-rwo-root-volume.yaml")).unwrap();
+    std::fs::write(
+        d.join("np.yaml"),
+        fixture_text("nodepool-kubevirt-rwo-root-volume.yaml"),
+    )
+    .unwrap();
     let o = run(&["evaluate", d.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(1), "the rest is reported: {}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains(&format!("note: {}: skipped: not a Kubernetes object", d.join("values.yaml").display())),
+        err.contains(&format!(
+            "note: {}: skipped: not a Kubernetes object",
+            d.join("values.yaml").display()
+        )),
         "{err}"
     );
     assert!(err.contains("Kustomization skipped"), "{err}");
@@ -336,14 +343,21 @@ fn directory_with_non_objects_skips_them_and_lists_every_broken_file() {
 
     // broken objects of our kinds still exit 2, and every one is named
     let np = fixture_text("nodepool-kubevirt-minimal.yaml");
-    std::fs::write(d.join("a-bad.yaml"), np.replace("  replicas: 0\nstatus", "  replicas: three\nstatus")).unwrap();
+    std::fs::write(
+        d.join("a-bad.yaml"),
+        np.replace("  replicas: 0\nstatus", "  replicas: three\nstatus"),
+    )
+    .unwrap();
     std::fs::write(d.join("z-bad.yaml"), format!("{np}---\nkey: [unclosed\n")).unwrap();
     let o = run(&["evaluate", d.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 2, "{err}");
-    assert!(errors[0].contains("a-bad.yaml document 1: NodePool clusters/example: field `spec.replicas`"), "{err}");
+    assert!(
+        errors[0].contains("a-bad.yaml document 1: NodePool clusters/example: field `spec.replicas`"),
+        "{err}"
+    );
     assert!(errors[1].contains("z-bad.yaml: invalid YAML"), "{err}");
     assert!(err.contains("values.yaml: skipped"), "{err}");
     assert!(o.stdout.is_empty());
@@ -396,7 +410,11 @@ fn every_flag_and_value_is_described() {
         }
     }
     let mut missing = Vec::new();
-    walk(&live_migration_guard::cli::Cli::command(), "live-migration-guard", &mut missing);
+    walk(
+        &live_migration_guard::cli::Cli::command(),
+        "live-migration-guard",
+        &mut missing,
+    );
     assert!(missing.is_empty(), "undocumented: {missing:#?}");
 
     let help = |args: &[&str], env: Option<&str>| {
@@ -409,16 +427,30 @@ fn every_flag_and_value_is_described() {
         String::from_utf8(o.stdout).unwrap()
     };
     let h = help(&["evaluate"], None);
-    for want in ["Exit codes:", "  0  nothing is NotMigratable", "  1  something", "  2  usage or input errors"] {
+    for want in [
+        "Exit codes:",
+        "  0  nothing is NotMigratable",
+        "  1  something",
+        "  2  usage or input errors",
+    ] {
         assert!(h.contains(want), "{h}");
     }
     assert!(h.contains("[default: text]"), "{h}");
     let h = help(&["serve"], None);
-    assert!(h.contains("[default: 127.0.0.1:8443]") && h.contains("[default: 127.0.0.1:8080]"), "{h}");
-    assert!(h.contains("off:") && h.contains("without warnings"), "--mode off is described: {h}");
+    assert!(
+        h.contains("[default: 127.0.0.1:8443]") && h.contains("[default: 127.0.0.1:8080]"),
+        "{h}"
+    );
+    assert!(
+        h.contains("off:") && h.contains("without warnings"),
+        "--mode off is described: {h}"
+    );
     assert!(h.contains("[default: 5s]"), "{h}");
     let h = help(&["serve"], Some("10.0.0.1"));
-    assert!(h.contains("[default: 0.0.0.0:8443]") && h.contains("[default: 0.0.0.0:8080]"), "in a pod: {h}");
+    assert!(
+        h.contains("[default: 0.0.0.0:8443]") && h.contains("[default: 0.0.0.0:8080]"),
+        "in a pod: {h}"
+    );
     let h = help(&["certs", "generate"], None);
     assert!(h.contains("--force") && h.contains("[default: 365]"), "{h}");
 }
@@ -434,16 +466,35 @@ fn certs_generate_validates_flags_and_keeps_existing_keys() {
         bin().args(&args).output().unwrap()
     };
     for (args, flag, why) in [
-        (&["--service", "my_webhook", "--namespace", "ns"][..], "--service", "'_'"),
-        (&["--service", "svc", "--namespace=ns-"][..], "--namespace", "start and end"),
-        (&["--service", &"a".repeat(64), "--namespace", "ns"][..], "--service", "at most 63"),
-        (&["--service", "svc", "--namespace", "ns", "--days", "0"][..], "--days", "0"),
+        (
+            &["--service", "my_webhook", "--namespace", "ns"][..],
+            "--service",
+            "'_'",
+        ),
+        (
+            &["--service", "svc", "--namespace=ns-"][..],
+            "--namespace",
+            "start and end",
+        ),
+        (
+            &["--service", &"a".repeat(64), "--namespace", "ns"][..],
+            "--service",
+            "at most 63",
+        ),
+        (
+            &["--service", "svc", "--namespace", "ns", "--days", "0"][..],
+            "--days",
+            "0",
+        ),
     ] {
         let o = gen_(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
         let first = err.lines().next().unwrap();
-        assert!(first.starts_with("error: invalid value") && first.contains(flag) && first.contains(why), "{err}");
+        assert!(
+            first.starts_with("error: invalid value") && first.contains(flag) && first.contains(why),
+            "{err}"
+        );
         assert!(!out.exists(), "nothing written for {args:?}");
     }
     let o = gen_(&["--service", "svc", "--namespace", "ns"]);
@@ -458,7 +509,11 @@ fn certs_generate_validates_flags_and_keeps_existing_keys() {
             out.join("ca.crt").display()
         )
     );
-    assert_eq!(std::fs::read(out.join("tls.key")).unwrap(), key, "the key is kept");
+    assert_eq!(
+        std::fs::read(out.join("tls.key")).unwrap(),
+        key,
+        "the key is kept"
+    );
     let o = gen_(&["--service", "svc", "--namespace", "ns", "--force"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_ne!(std::fs::read(out.join("tls.key")).unwrap(), key);
@@ -570,8 +625,15 @@ fn serve_ca_bundle_per_instance_second_ctrl_c_and_no_facts_warning() {
     assert_eq!(code, Some(1), "{blog}");
     let errors: Vec<&str> = blog.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "{blog}");
-    assert!(errors[0].contains(&format!("--listen 127.0.0.1:{port}: cannot listen")), "{blog}");
-    assert_eq!(std::fs::read_to_string(&bundle).unwrap(), pem, "the first server's clients keep working");
+    assert!(
+        errors[0].contains(&format!("--listen 127.0.0.1:{port}: cannot listen")),
+        "{blog}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&bundle).unwrap(),
+        pem,
+        "the first server's clients keep working"
+    );
 
     // (4) Ctrl-C starts the drain and says how to skip it; a second one exits at once
     let started = std::time::Instant::now();
@@ -580,7 +642,10 @@ fn serve_ca_bundle_per_instance_second_ctrl_c_and_no_facts_warning() {
     a.signal("-INT");
     let (code, log) = a.wait(std::time::Duration::from_secs(4));
     assert_eq!(code, Some(130), "{log}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(4), "did not wait for the 5 s delay");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "did not wait for the 5 s delay"
+    );
     assert!(!log.contains("shut down cleanly"), "{log}");
 }
 
@@ -588,13 +653,21 @@ fn serve_ca_bundle_per_instance_second_ctrl_c_and_no_facts_warning() {
 fn serve_errors_are_one_line_naming_the_flag() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Serve::start(
-        &["--listen=127.0.0.1:0", "--ops-listen=127.0.0.1:0", "--facts", "does-not-exist"],
+        &[
+            "--listen=127.0.0.1:0",
+            "--ops-listen=127.0.0.1:0",
+            "--facts",
+            "does-not-exist",
+        ],
         tmp.path(),
     );
     let (code, log) = s.wait(std::time::Duration::from_secs(20));
     assert_eq!(code, Some(1), "{log}");
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "{log}");
-    assert!(errors[0].contains("--facts does-not-exist: No such file or directory"), "{log}");
+    assert!(
+        errors[0].contains("--facts does-not-exist: No such file or directory"),
+        "{log}"
+    );
     assert_eq!(errors[0].matches("os error 2").count(), 1, "not doubled: {log}");
 }

@@ -85,9 +85,16 @@ fn quick_start_runs_as_written() {
         panic!("the quick start uses curl; install it to run this test");
     }
     let text = readme();
-    let block = block_after(&text, "## Quick start\n\nFrom a checkout (Rust 1.89 or later), on your machine — no cluster needed:\n\n```sh");
+    let block = block_after(
+        &text,
+        "## Quick start\n\nFrom a checkout (Rust 1.89 or later), on your machine — no cluster needed:\n\n```sh",
+    );
     assert!(
-        block.lines().next().unwrap().starts_with("cargo install --path ."),
+        block
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("cargo install --path ."),
         "the quick start begins with getting the binary on PATH: {block}"
     );
     let free = || {
@@ -115,7 +122,11 @@ fn quick_start_runs_as_written() {
         .unwrap()
         .to_owned();
     let tmp = tempfile::tempdir().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new("timeout")
         .args(["60", "bash", "-c"])
         .arg(&script)
@@ -142,13 +153,18 @@ fn quick_start_runs_as_written() {
     assert!(stdout.starts_with(&shown), "evaluate output\n{stdout}\n{stderr}");
     let rest = &stdout[shown.len()..];
     let evaluated: serde_json::Value = {
-        let start = rest.find("{\"reports\"").unwrap_or_else(|| panic!("no /v1/evaluate answer: {rest}\n{stderr}"));
+        let start = rest
+            .find("{\"reports\"")
+            .unwrap_or_else(|| panic!("no /v1/evaluate answer: {rest}\n{stderr}"));
         let mut de = serde_json::Deserializer::from_str(&rest[start..]).into_iter::<serde_json::Value>();
         de.next().unwrap().unwrap()
     };
     assert_eq!(evaluated["reports"][0]["verdict"], "NotMigratable", "{rest}");
     let review = block_after(&text, "The second answers (real output):\n\n```json");
-    assert!(rest.trim_end().ends_with(review.trim_end()), "admission answer\n{rest}\n{stderr}");
+    assert!(
+        rest.trim_end().ends_with(review.trim_end()),
+        "admission answer\n{rest}\n{stderr}"
+    );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
         stderr.contains(&format!("listen=127.0.0.1:{port}")),
