@@ -309,7 +309,7 @@ fn bin() -> Command {
         .env_remove("LMG_MODE")
         .env_remove("LMG_LOG_FORMAT")
         .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("NO_COLOR", "1");
+        .env_remove("NO_COLOR");
     c
 }
 
@@ -670,4 +670,5 @@ fn serve_errors_are_one_line_naming_the_flag() {
         "{log}"
     );
     assert_eq!(errors[0].matches("os error 2").count(), 1, "not doubled: {log}");
+    assert!(!log.contains('\x1b'), "no colour codes in piped logs: {log:?}");
 }
