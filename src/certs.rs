@@ -12,6 +12,8 @@ use rcgen::{
 pub enum CertError {
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("{path} already exists; pass --force to overwrite it")]
+    Exists { path: String },
     #[error("{path}: {source}")]
     Write {
         path: String,
@@ -77,28 +79,55 @@ pub fn generate(names: &[String], days: u32) -> Result<Generated, CertError> {
     })
 }
 
-/// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`.
-pub fn write(dir: &Path, g: &Generated) -> Result<(), CertError> {
+/// The files [`write`] creates.
+pub const FILES: [&str; 3] = ["ca.crt", "tls.crt", "tls.key"];
+
+/// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`. Without `force` nothing
+/// is written when any of them exists ([`CertError::Exists`] names the first).
+pub fn write(dir: &Path, g: &Generated, force: bool) -> Result<(), CertError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| CertError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if !force
+        && let Some(path) = FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.symlink_metadata().is_ok())
+    {
+        return Err(CertError::Exists {
+            path: path.display().to_string(),
+        });
+    }
     for (name, body, private) in [
         ("ca.crt", &g.ca_crt, false),
         ("tls.crt", &g.tls_crt, false),
         ("tls.key", &g.tls_key, true),
     ] {
         let path = dir.join(name);
-        write_file(&path, body.as_bytes(), private).map_err(io(&path))?;
+        write_file(&path, body.as_bytes(), private, force).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CertError::Exists {
+                    path: path.display().to_string(),
+                }
+            } else {
+                io(&path)(e)
+            }
+        })?;
     }
     Ok(())
 }
 
-fn write_file(path: &Path, body: &[u8], private: bool) -> std::io::Result<()> {
+fn write_file(path: &Path, body: &[u8], private: bool, overwrite: bool) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true);
+    if overwrite {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt;

@@ -25,6 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Evaluate NodePools and HostedClusters from YAML/JSON files (offline).
+    #[command(after_help = EVALUATE_EXIT_CODES)]
     Evaluate(EvaluateArgs),
     /// Run the admission webhook (HTTPS) and the ops endpoints (HTTP).
     Serve(Box<ServeArgs>),
@@ -42,21 +43,54 @@ pub enum CertsCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct CertsGenerateArgs {
-    #[arg(long)]
+    /// Name of the webhook's Service (an RFC 1123 DNS label: lowercase letters, digits and
+    /// `-`, at most 63 characters).
+    #[arg(long, value_name = "NAME", value_parser = parse_dns_label)]
     pub service: String,
-    #[arg(long)]
+    /// Namespace of the Service (an RFC 1123 DNS label).
+    #[arg(long, value_name = "NS", value_parser = parse_dns_label)]
     pub namespace: String,
     /// Output directory (created if missing).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Validity of the serving certificate in days (the CA gets 10 years).
-    #[arg(long, default_value_t = 365)]
+    /// Validity of the serving certificate in days, at least 1 (the CA gets 10 years).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
+    /// Overwrite ca.crt, tls.crt and tls.key if they already exist in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Accepts an RFC 1123 DNS label (what Kubernetes requires of Service and Namespace names).
+pub fn parse_dns_label(s: &str) -> Result<String, String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!(
+            "{s:?} is {} characters; a DNS label has at most 63",
+            s.len()
+        ));
+    }
+    if let Some(c) = s.chars().find(|&c| !ok_char(c)) {
+        return Err(format!(
+            "{s:?} contains {c:?}; a DNS label (RFC 1123) has only lowercase letters, digits and '-'"
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err(format!(
+            "{s:?} must start and end with a letter or digit (RFC 1123)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -65,39 +99,71 @@ pub enum LogFormat {
 pub enum ClusterMode {
     /// On when running in a pod or when --kubeconfig is given, and no --facts files are.
     Auto,
+    /// Always watch a cluster (in-cluster config, --kubeconfig, KUBECONFIG or ~/.kube/config).
     On,
+    /// Never: facts come only from --facts files.
     Off,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InfraCredentials {
+    /// Do not read infra kubeconfig Secrets: external infrastructure is judged Unknown.
     Off,
+    /// Read them (needs `get secrets`) and watch the external infrastructure clusters.
     Read,
 }
 
+/// The default address of a listener on `port`: every interface in a pod (detected by
+/// `KUBERNETES_SERVICE_HOST`), loopback elsewhere, so a developer's unauthenticated
+/// `/v1/evaluate` and `/metrics` are not exposed to the network.
+pub fn default_listen(port: u16) -> std::net::SocketAddr {
+    let ip = if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        std::net::Ipv4Addr::UNSPECIFIED
+    } else {
+        std::net::Ipv4Addr::LOCALHOST
+    };
+    std::net::SocketAddr::from((ip, port))
+}
+
+/// Exit codes, as listed in `evaluate --help`.
+pub const EVALUATE_EXIT_CODES: &str = "\
+Exit codes:
+  0  nothing is NotMigratable (Unknown too, unless --fail-on unknown)
+  1  something is NotMigratable (or Unknown with --fail-on unknown)
+  2  usage or input errors (each named on stderr with its file and document)
+
+Files in a directory that are not Kubernetes objects (values.yaml, ...) are skipped with a
+note; objects of other kinds are listed on stderr. A closed output pipe ends quietly (exit 0).";
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// HTTPS listener for admission, /v1/evaluate and /v1/report.
-    #[arg(long, default_value = "0.0.0.0:8443", env = "LMG_LISTEN")]
+    /// HTTPS listener for admission, /v1/evaluate and /v1/report. The default is loopback
+    /// (127.0.0.1:8443) outside a pod and 0.0.0.0:8443 in one (KUBERNETES_SERVICE_HOST set).
+    #[arg(long, value_name = "ADDR", default_value_t = default_listen(8443), env = "LMG_LISTEN")]
     pub listen: std::net::SocketAddr,
-    /// Plain-HTTP listener for /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080", env = "LMG_OPS_LISTEN")]
+    /// Plain-HTTP listener for /healthz, /readyz and /metrics (unauthenticated). Loopback
+    /// (127.0.0.1:8080) outside a pod, 0.0.0.0:8080 in one.
+    #[arg(long, value_name = "ADDR", default_value_t = default_listen(8080), env = "LMG_OPS_LISTEN")]
     pub ops_listen: std::net::SocketAddr,
-    /// Serving certificate (PEM chain, leaf first). Without it a CA and certificate are generated.
-    #[arg(long, requires = "tls_key")]
+    /// Serving certificate (PEM chain, leaf first), re-read every --tls-reload-interval.
+    /// Without it a CA and certificate are generated at start.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "tls_cert")]
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// How often the certificate files are re-read (rotation without restart).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: std::time::Duration,
+    /// Lowest TLS version accepted.
     #[arg(long, value_enum, default_value = "1.2")]
     pub tls_min_version: crate::server::tls::MinTls,
     /// Extra DNS names for the generated certificate (localhost and 127.0.0.1 are always in).
     #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
-    /// Where the generated CA bundle is written.
-    #[arg(long)]
+    /// Where the generated CA bundle is written, once the listeners are bound (default:
+    /// $TMPDIR/live-migration-guard/<--listen port>/ca.crt, one per instance; the path is logged).
+    #[arg(long, value_name = "FILE")]
     pub ca_bundle_out: Option<PathBuf>,
     /// Require client certificates signed by this CA (kube-apiserver's webhook client cert).
     #[arg(long)]
@@ -119,7 +185,8 @@ pub struct ServeArgs {
     /// Accepted client CN or DNS SAN on the --evaluate-listen listener (repeatable).
     #[arg(long = "evaluate-client-name", requires = "evaluate_client_ca")]
     pub evaluate_client_names: Vec<String>,
-    /// Global policy: warn (allow with warnings) or deny (reject error findings).
+    /// Global policy: warn (allow with warnings), deny (reject error findings) or off (allow
+    /// without evaluating admission requests; /v1/evaluate still answers).
     #[arg(long, value_enum, default_value = "warn", env = "LMG_MODE")]
     pub mode: crate::admission::Mode,
     /// Deny Unknown verdicts too (deny mode only).
@@ -131,6 +198,7 @@ pub struct ServeArgs {
     /// Facts files (StorageClass, StorageProfile, KubeVirt, HostedCluster) instead of a cluster.
     #[arg(long = "facts")]
     pub facts: Vec<PathBuf>,
+    /// Read facts from a Kubernetes cluster (watches) or only from --facts files.
     #[arg(long, value_enum, default_value = "auto")]
     pub cluster: ClusterMode,
     /// Kubeconfig for the cluster (default: in-cluster config, then KUBECONFIG, then ~/.kube/config).
@@ -145,7 +213,8 @@ pub struct ServeArgs {
     /// Past this without a healthy watch, rules that need facts answer Unknown.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub facts_max_staleness: std::time::Duration,
-    /// After SIGTERM: readiness false, keep serving this long.
+    /// After SIGTERM or Ctrl-C: readiness false, keep serving this long (a second Ctrl-C
+    /// exits at once).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: std::time::Duration,
     /// Then: time for in-flight requests to finish.
@@ -182,8 +251,23 @@ pub struct ServeArgs {
     /// Objects (documents and List items) in one `/v1/evaluate` body.
     #[arg(long, default_value_t = live_migration_guard_max_objects())]
     pub max_evaluate_objects: usize,
+    /// Log format (logs go to stderr; RUST_LOG sets the level, default info).
     #[arg(long, value_enum, default_value = "text", env = "LMG_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// The default CA bundle path of an instance listening on `listen`:
+/// `$TMPDIR/live-migration-guard/<port>/ca.crt` (two servers cannot hold one port, so they
+/// never overwrite each other's bundle; with port 0 the process id stands in).
+pub fn default_ca_bundle(listen: std::net::SocketAddr) -> PathBuf {
+    let instance = match listen.port() {
+        0 => format!("pid-{}", std::process::id()),
+        port => port.to_string(),
+    };
+    std::env::temp_dir()
+        .join("live-migration-guard")
+        .join(instance)
+        .join("ca.crt")
 }
 
 const fn live_migration_guard_max_objects() -> usize {
@@ -243,7 +327,7 @@ impl ServeArgs {
                 let ca_out = self
                     .ca_bundle_out
                     .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("live-migration-guard").join("ca.crt"));
+                    .unwrap_or_else(|| default_ca_bundle(self.listen));
                 TlsSource::Generated { names, ca_out }
             }
         };
@@ -316,13 +400,17 @@ pub struct EvaluateArgs {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
+    /// One block per object with each finding's field and fix.
     Text,
+    /// The report contract (the same JSON as /v1/evaluate).
     Json,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOn {
+    /// Exit 1 only when something is NotMigratable.
     NotMigratable,
+    /// Exit 1 when something is NotMigratable or Unknown.
     Unknown,
 }
 
@@ -359,24 +447,28 @@ pub fn run_evaluate(
     err: &mut dyn Write,
 ) -> u8 {
     let mut errors: Vec<LoadError> = Vec::new();
+    let mut not_objects: Vec<(String, String)> = Vec::new();
     let mut load_all = |paths: &mut dyn Iterator<Item = &str>, stdin: &mut dyn Read| -> Vec<Loaded> {
         let mut all = Vec::new();
         for p in paths {
-            let res = if p == "-" {
+            if p == "-" {
                 let mut buf = Vec::new();
-                match stdin.read_to_end(&mut buf) {
+                let res = match stdin.read_to_end(&mut buf) {
                     Ok(_) => load::parse_bytes(&buf, "<stdin>"),
                     Err(e) => Err(LoadError::Io {
                         path: "<stdin>".into(),
                         source: e,
                     }),
+                };
+                match res {
+                    Ok(v) => all.extend(v),
+                    Err(e) => errors.push(e),
                 }
             } else {
-                load::load_path(std::path::Path::new(p))
-            };
-            match res {
-                Ok(v) => all.extend(v),
-                Err(e) => errors.push(e),
+                let found = load::load_path_lenient(std::path::Path::new(p));
+                all.extend(found.loaded);
+                not_objects.extend(found.not_objects);
+                errors.extend(found.errors);
             }
         }
         all
@@ -393,6 +485,9 @@ pub fn run_evaluate(
         })
         .collect();
     let inputs = load_all(&mut args.inputs.iter().map(String::as_str), stdin);
+    for (path, why) in &not_objects {
+        let _ = writeln!(err, "note: {path}: skipped: {why}");
+    }
     if !errors.is_empty() {
         for e in &errors {
             let _ = writeln!(err, "error: {e}");
@@ -430,9 +525,15 @@ pub fn run_evaluate(
             .and_then(|_| writeln!(out)),
         OutputFormat::Text => out.write_all(render_text(&reports, &skipped).as_bytes()),
     };
-    if let Err(e) = written {
-        let _ = writeln!(err, "error: writing the report: {e}");
-        return EXIT_USAGE;
+    let written = written.and_then(|()| out.flush());
+    match written {
+        // `evaluate … | head`: the reader has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
+        Err(e) => {
+            let _ = writeln!(err, "error: writing the report: {e}");
+            return EXIT_USAGE;
+        }
+        Ok(()) => {}
     }
     exit_code(&reports, args.fail_on)
 }

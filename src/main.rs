@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "fatal");
+                    tracing::error!(error = one_line(&e), "cannot serve");
                     ExitCode::FAILURE
                 }
             }
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Command::Certs(CertsCommand::Generate(args)) => {
             let names = live_migration_guard::certs::service_names(&args.service, &args.namespace);
             let result = live_migration_guard::certs::generate(&names, args.days)
-                .and_then(|g| live_migration_guard::certs::write(&args.out, &g));
+                .and_then(|g| live_migration_guard::certs::write(&args.out, &g, args.force));
             match result {
                 Ok(()) => {
                     println!(
@@ -55,12 +55,49 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!(
+                        "error: --out {}: {}",
+                        args.out.display(),
+                        one_line(&anyhow::Error::new(e))
+                    );
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: our errors often print their
+/// source already (`path: No such file or directory (os error 2)`), and `{:#}` would
+/// repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Names the flag behind a listener that could not be bound.
+fn name_bind_flag(e: server::ServerError, args: &ServeArgs) -> anyhow::Error {
+    if let server::ServerError::Bind { addr, source } = &e {
+        let flag = if *addr == args.listen {
+            "--listen"
+        } else if *addr == args.ops_listen {
+            "--ops-listen"
+        } else {
+            "--evaluate-listen"
+        };
+        return anyhow::anyhow!("{flag} {addr}: cannot listen: {source}");
+    }
+    e.into()
 }
 
 /// Lines the log writer buffers before it drops (and counts) new ones.
@@ -93,7 +130,9 @@ fn init_logging(format: LogFormat, metrics: &Metrics) -> tracing_appender::non_b
 }
 
 async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let config = args.server_config().context("--evaluate-token-file")?;
+    let config = args
+        .server_config()
+        .map_err(|e| anyhow::anyhow!("--evaluate-token-file {e}"))?;
     let (audit_tx, audit_rx) = watch::channel(None);
     // `_cluster` keeps the watches alive for the life of the server.
     let (snapshot_rx, _cluster) = if args.uses_cluster() {
@@ -125,15 +164,18 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         drop(audit_tx);
         let mut loaded = Vec::new();
         for path in &args.facts {
-            loaded.extend(
-                load::load_path(path).with_context(|| format!("loading --facts {}", path.display()))?,
-            );
+            loaded.extend(load::load_path(path).map_err(|e| anyhow::anyhow!("--facts {e}"))?);
         }
         let (builder, unused) = facts::builder_from(&loaded);
         for (source, kind) in unused {
             tracing::warn!(%source, kind, "not a fact (StorageClass, StorageProfile, KubeVirt, HostedCluster); ignored");
         }
         let facts = builder.build();
+        if args.facts.is_empty() {
+            tracing::warn!(
+                "no --facts and no cluster: storage verdicts will be Unknown (pass --facts DIR with StorageClasses and StorageProfiles, or run with --cluster=on)"
+            );
+        }
         tracing::info!(
             storage_classes = facts.class_count(),
             files = args.facts.len(),
@@ -142,7 +184,9 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         let (_tx, rx) = watch::channel(Arc::new(Snapshot::fixed(facts)));
         (rx, None)
     };
-    let server = Server::bind(config, snapshot_rx, audit_rx, metrics).await?;
+    let server = Server::bind(config, snapshot_rx, audit_rx, metrics)
+        .await
+        .map_err(|e| name_bind_flag(e, &args))?;
     if let Some(ca) = &server.ca_bundle {
         tracing::info!(ca_bundle = %ca.display(), "generated a CA and serving certificate; clients can trust the CA bundle at this path");
     }
@@ -155,6 +199,16 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         mode = %args.mode,
         "serving admission on /validate/nodepools and /validate/hostedclusters, evaluation on /v1/evaluate"
     );
-    server.run(server::shutdown_signal()).await?;
+    let shutdown = async {
+        let first = server::shutdown_signal().await;
+        // A second signal does not wait for the drain (the first one's handler stays
+        // installed, so without this a second Ctrl-C would do nothing).
+        tokio::spawn(async move {
+            let second = server::shutdown_signal().await;
+            tracing::warn!(signal = ?second, after = ?first, "second signal: exiting at once without draining");
+            std::process::exit(i32::from(second.exit_code()));
+        });
+    };
+    server.run(shutdown).await?;
     Ok(())
 }

@@ -38,8 +38,12 @@ pub const MAX_WARNINGS_TOTAL: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Mode {
+    /// Allow, with one admission warning per error or warning finding.
     Warn,
+    /// Reject objects with error findings (422 with every field); warn about the rest.
     Deny,
+    /// Allow everything without warnings (the webhook stays registered; /v1/evaluate still
+    /// answers).
     Off,
 }
 

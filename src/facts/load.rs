@@ -198,6 +198,74 @@ pub fn load_path(path: &Path) -> Result<Vec<Loaded>, LoadError> {
     Ok(out)
 }
 
+/// What [`load_path_lenient`] found under one path.
+#[derive(Debug, Default)]
+pub struct PathLoad {
+    pub loaded: Vec<Loaded>,
+    /// Files in a directory that hold no Kubernetes object at all (a Helm `values.yaml`, a
+    /// config file): skipped, with why.
+    pub not_objects: Vec<(String, String)>,
+    /// Every file that could not be read or holds a broken object, one error per file.
+    pub errors: Vec<LoadError>,
+}
+
+/// Like [`load_path`], but a directory is read whole: a file in it none of whose documents
+/// is a Kubernetes object (a mapping with `apiVersion` and `kind`) is listed in
+/// `not_objects` instead of failing the load, and every broken file is reported, not only
+/// the first. A path named directly is held to [`load_path`]'s rules.
+pub fn load_path_lenient(path: &Path) -> PathLoad {
+    let mut out = PathLoad::default();
+    let is_dir = match std::fs::metadata(path) {
+        Ok(meta) => meta.is_dir(),
+        Err(source) => {
+            out.errors.push(LoadError::Io {
+                path: path.display().to_string(),
+                source,
+            });
+            return out;
+        }
+    };
+    if !is_dir {
+        match load_path(path) {
+            Ok(v) => out.loaded = v,
+            Err(e) => out.errors.push(e),
+        }
+        return out;
+    }
+    let mut files = Vec::new();
+    if let Err(e) = collect_files(path, &mut files) {
+        out.errors.push(e);
+    }
+    for f in files {
+        let origin = f.display().to_string();
+        let bytes = match std::fs::read(&f) {
+            Ok(b) => b,
+            Err(source) => {
+                out.errors.push(LoadError::Io { path: origin, source });
+                continue;
+            }
+        };
+        match parse_bytes(&bytes, &origin) {
+            Ok(v) => out.loaded.extend(v),
+            Err(e @ LoadError::Document { .. }) => match split_documents(&bytes, &origin) {
+                Ok(docs) if !docs.iter().any(looks_like_object) => out.not_objects.push((
+                    origin,
+                    "not a Kubernetes object (no document has apiVersion and kind)".to_owned(),
+                )),
+                _ => out.errors.push(e),
+            },
+            Err(e) => out.errors.push(e),
+        }
+    }
+    out
+}
+
+/// A mapping with string `apiVersion` and `kind`.
+fn looks_like_object(doc: &Value) -> bool {
+    let text = |k: &str| doc.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    doc.is_object() && text("apiVersion") && text("kind")
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     let io = |e| LoadError::Io {
         path: dir.display().to_string(),

@@ -184,28 +184,18 @@ impl Server {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServerError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (certs, ca_bundle) = match &config.tls {
+        // The CA bundle is written only once every listener is bound: a second instance that
+        // cannot bind must not replace the bundle the first one's clients trust.
+        let (certs, ca_pending) = match &config.tls {
             TlsSource::Files { cert, key, .. } => (CertStore::from_files(cert, key, provider.clone())?, None),
             TlsSource::Generated { names, ca_out } => {
                 let generated = crate::certs::generate(names, 365)?;
-                if let Some(dir) = ca_out.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| crate::certs::CertError::Write {
-                        path: dir.display().to_string(),
-                        source,
-                    })?;
-                }
-                std::fs::write(ca_out, &generated.ca_crt).map_err(|source| {
-                    crate::certs::CertError::Write {
-                        path: ca_out.display().to_string(),
-                        source,
-                    }
-                })?;
                 let store = CertStore::from_pem(
                     generated.tls_crt.as_bytes(),
                     generated.tls_key.as_bytes(),
                     provider.clone(),
                 )?;
-                (store, Some(ca_out.clone()))
+                (store, Some((ca_out.clone(), generated.ca_crt)))
             }
         };
         let certs = Arc::new(certs);
@@ -244,6 +234,13 @@ impl Server {
             });
         }
         let ops_listener = bind(config.ops_listen).await?;
+        let ca_bundle = match ca_pending {
+            Some((path, pem)) => {
+                write_ca_bundle(&path, &pem)?;
+                Some(path)
+            }
+            None => None,
+        };
         let state = AppState {
             policy: Arc::new(config.policy.clone()),
             snapshot,
@@ -330,7 +327,7 @@ impl Server {
         shutdown.await;
         state.health.start_draining();
         draining.cancel();
-        tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge (idle connections are closed, responses say Connection: close)");
+        tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge (idle connections are closed, responses say Connection: close); press Ctrl-C again to exit at once, or pass --shutdown-delay=0s to skip the delay");
         tokio::time::sleep(config.shutdown_delay).await;
         stop_accepting.cancel();
         let mut drains = Vec::new();
@@ -359,6 +356,26 @@ impl Server {
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// Writes the bundle beside its final path and renames it into place, so a client never
+/// reads half a file.
+fn write_ca_bundle(path: &std::path::Path, pem: &str) -> Result<(), crate::certs::CertError> {
+    let err = |p: &std::path::Path| {
+        let path = p.display().to_string();
+        move |source| crate::certs::CertError::Write { path, source }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err(dir))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, pem).map_err(err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(path)(e)
+    })
 }
 
 /// Serves the ops endpoints on their own thread and runtime, so probes and scrapes answer
@@ -421,8 +438,27 @@ async fn reload_loop(certs: Arc<CertStore>, metrics: Arc<Metrics>, every: Durati
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
+/// The signal that asked for shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Ctrl-C.
+    Interrupt,
+    Terminate,
+}
+
+impl Signal {
+    /// The shell's exit code for a process ended by this signal (128 + its number).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Interrupt => 130,
+            Self::Terminate => 143,
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C, saying which. Awaited again after the first signal it
+/// completes on the next one (the caller decides whether that one exits at once).
+pub async fn shutdown_signal() -> Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -441,7 +477,7 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = ctrl_c => Signal::Interrupt,
+        _ = term => Signal::Terminate,
     }
 }

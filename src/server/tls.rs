@@ -203,8 +203,10 @@ fn not_after(leaf: &CertificateDer<'_>, origin: &str) -> Result<i64, TlsError> {
 /// Minimum TLS version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MinTls {
+    /// TLS 1.2 and 1.3.
     #[value(name = "1.2")]
     Tls12,
+    /// TLS 1.3 only.
     #[value(name = "1.3")]
     Tls13,
 }

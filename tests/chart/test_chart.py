@@ -579,6 +579,12 @@ def test_deny_mode_arguments(render):
     assert "--mode=warn" not in args
 
 
+def test_off_mode_is_passed_to_the_server(render):
+    # the server accepts --mode off (allow unevaluated); the chart agrees
+    args = container(render({"mode": "off"}))["args"]
+    assert "--mode=off" in args
+
+
 def test_extra_args_come_last(render):
     assert container(render(VARIANTS["overrides"]))["args"][-1] == "--example-flag=1"
 
@@ -724,7 +730,7 @@ def test_fail_closed_requires_high_availability(render_error, values):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"mode": "block"}, "mode must be warn or deny"),
+        ({"mode": "block"}, "mode must be warn, deny or off"),
         ({"tls": {"mode": "vault"}}, "tls.mode must be one of"),
         ({"webhook": {"failurePolicy": "Deny"}}, "webhook.failurePolicy must be Ignore or Fail"),
         ({"webhook": {"timeoutSeconds": 31}}, "webhook.timeoutSeconds must be between 1 and 30"),

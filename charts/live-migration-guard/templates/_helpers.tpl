@@ -174,8 +174,8 @@ unless set; an explicit value that is too small fails the render.
 
 {{/* Rejects invalid value combinations with a message that says what to change. */}}
 {{- define "live-migration-guard.validateValues" -}}
-{{- if not (has .Values.mode (list "warn" "deny")) }}
-{{- fail (printf "mode must be warn or deny, not %q" .Values.mode) }}
+{{- if not (has .Values.mode (list "warn" "deny" "off")) }}
+{{- fail (printf "mode must be warn, deny or off, not %q" .Values.mode) }}
 {{- end }}
 {{- if not (has .Values.logging.format (list "json" "text")) }}
 {{- fail (printf "logging.format must be json or text, not %q" .Values.logging.format) }}
