@@ -929,15 +929,22 @@ fn facts_follow_the_cluster_default_class_moves_and_deleted_classes() {
         deleted.stdout.trim(),
         "storageclass.storage.k8s.io \"e2e-doomed\" deleted"
     );
-    let out = poll(Duration::from_secs(30), "e2e-doomed is gone", || {
-        let out = apply(k, &doomed, &[]);
+    // Dry runs until the deletion reached the server: a stored object would make the next
+    // apply a no-op that kubectl does not send.
+    poll(Duration::from_secs(30), "e2e-doomed is gone", || {
+        let out = apply(k, &doomed, &["--dry-run=server"]);
         if out.ok() && out.stderr.contains("Warning: StorageClassNotFound") {
-            Ok(out)
+            Ok(())
         } else {
-            // A stored object is updated (unchanged) on the next round.
             Err(out.stderr)
         }
     });
+    let out = apply(k, &doomed, &[]);
+    out.expect_ok("apply naming a deleted class");
+    assert_eq!(
+        out.stdout.trim(),
+        "nodepool.hypershift.openshift.io/doomed created"
+    );
     assert!(
         out.stderr.lines().any(|l| l.starts_with(
             "Warning: StorageClassNotFound: spec.platform.kubevirt.rootVolume.persistent.storageClass: "
@@ -1307,10 +1314,14 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
 
     k.kubectl(&["apply", "-f", "-"], Some(&config("Fail")))
         .expect_ok("apply Fail configuration");
-    let failed = poll(Duration::from_secs(30), "Fail rejects", || {
-        let out = apply(k, &np, &[]);
-        if out.ok() { Err(out.stdout) } else { Ok(out) }
+    // Dry runs (which call webhooks too) until the configuration is in the admission chain:
+    // nothing is stored meanwhile.
+    poll(Duration::from_secs(30), "Fail rejects", || {
+        let out = apply(k, &np, &["--dry-run=server"]);
+        if out.ok() { Err(out.stdout) } else { Ok(()) }
     });
+    let failed = apply(k, &np, &[]);
+    assert!(!failed.ok(), "admitted: {}", failed.stdout);
     let fail_message = format!(
         "Error from server (InternalError): error when creating \"STDIN\": Internal error occurred: failed calling webhook \"down.e2e.live-migration-guard.io\": failed to call webhook: Post \"https://127.0.0.1:{port}/validate/nodepools?timeout=5s\": dial tcp 127.0.0.1:{port}: connect: connection refused\n"
     );
@@ -1319,10 +1330,33 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
 
     k.kubectl(&["apply", "-f", "-"], Some(&config("Ignore")))
         .expect_ok("apply Ignore configuration");
-    let ok = poll(Duration::from_secs(30), "Ignore admits", || {
-        let out = apply(k, &np, &[]);
-        if out.ok() { Ok(out) } else { Err(out.stderr) }
+    poll(Duration::from_secs(30), "Ignore admits", || {
+        let out = apply(k, &np, &["--dry-run=server"]);
+        if out.ok() { Ok(()) } else { Err(out.stderr) }
     });
+    let ok = apply(k, &np, &[]);
+    ok.expect_ok("apply under Ignore");
     assert_eq!(ok.stdout.trim(), "nodepool.hypershift.openshift.io/np created");
     assert_eq!(ok.stderr, "", "fail-open is silent for the user");
+    // Only the API server's audit log records that the call failed open.
+    let audit = k.dir().join("audit.log");
+    poll(Duration::from_secs(10), "failed-open audit annotation", || {
+        let log = std::fs::read_to_string(&audit).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|ev| {
+                ev["objectRef"]["namespace"] == ns
+                    && ev["objectRef"]["name"] == "np"
+                    && ev["verb"] == "create"
+                    && ev["annotations"]["failed-open.validating.webhook.admission.k8s.io/round_0_index_0"]
+                        == "down.e2e.live-migration-guard.io"
+            })
+            .map(|_| ())
+            .ok_or_else(|| {
+                log.lines()
+                    .filter(|l| l.contains(ns) && l.contains("failed-open"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    });
 }
