@@ -1275,7 +1275,8 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
             "kind": "ValidatingWebhookConfiguration",
             "metadata": { "name": "e2e-down" },
             "webhooks": [{
-                "name": "down.e2e.live-migration-guard.io",
+                // The chart's webhook name (names are unique per configuration only).
+                "name": "nodepools.live-migration-guard.io",
                 "admissionReviewVersions": ["v1"],
                 "sideEffects": "None",
                 "timeoutSeconds": 5,
@@ -1323,9 +1324,26 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
     let failed = apply(k, &np, &[]);
     assert!(!failed.ok(), "admitted: {}", failed.stdout);
     let fail_message = format!(
-        "Error from server (InternalError): error when creating \"STDIN\": Internal error occurred: failed calling webhook \"down.e2e.live-migration-guard.io\": failed to call webhook: Post \"https://127.0.0.1:{port}/validate/nodepools?timeout=5s\": dial tcp 127.0.0.1:{port}: connect: connection refused\n"
+        "Error from server (InternalError): error when creating \"STDIN\": Internal error occurred: failed calling webhook \"nodepools.live-migration-guard.io\": failed to call webhook: Post \"https://127.0.0.1:{port}/validate/nodepools?timeout=5s\": dial tcp 127.0.0.1:{port}: connect: connection refused\n"
     );
     assert_eq!(failed.stderr, fail_message);
+    // The chart README shows this message, for a file and with the port left out.
+    let readme = std::fs::read_to_string(root().join("charts/live-migration-guard/README.md")).unwrap();
+    let shown = readme
+        .split("<!-- webhook-down-fail -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```console\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("chart README has the webhook-down example");
+    let shown: Vec<String> = shown
+        .lines()
+        .filter(|l| !l.starts_with('$'))
+        .map(|l| {
+            l.replace("\"nodepool.yaml\"", "\"STDIN\"")
+                .replace("127.0.0.1:PORT", &format!("127.0.0.1:{port}"))
+        })
+        .collect();
+    assert_eq!(shown, vec![fail_message.trim_end().to_owned()]);
     assert!(!exists(k, ns, "nodepool", "np"));
 
     k.kubectl(&["apply", "-f", "-"], Some(&config("Ignore")))
@@ -1349,7 +1367,7 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
                     && ev["objectRef"]["name"] == "np"
                     && ev["verb"] == "create"
                     && ev["annotations"]["failed-open.validating.webhook.admission.k8s.io/round_0_index_0"]
-                        == "down.e2e.live-migration-guard.io"
+                        == "nodepools.live-migration-guard.io"
             })
             .map(|_| ())
             .ok_or_else(|| {
