@@ -972,7 +972,9 @@ fn namespace_labels_switch_warn_deny_off_live() {
     out.expect_ok("apply in off mode");
     assert_eq!(out.stdout.trim(), "nodepool.hypershift.openshift.io/rwo created");
     assert_eq!(out.stderr, "", "off mode: nothing on stderr");
-    label_namespace(k, ns, "warn");
+    // Removing the label: the global mode (warn) again.
+    k.kubectl(&["label", "namespace", ns, &format!("{MODE_LABEL}-")], None)
+        .expect_ok("remove the label");
     wait_mode(k, ns, "warn");
     let out = apply(k, &rwo_nodepool(ns, "rwo2"), &[]);
     out.expect_ok("apply in warn mode");
@@ -1201,6 +1203,12 @@ fn the_audit_reports_existing_nodepools_in_v1_report_and_the_objects_metric() {
     namespace(k, ns, None);
     apply(k, &rwo_nodepool(ns, "at-risk"), &[]).expect_ok("apply rwo");
     apply(k, &migratable_nodepool(ns, "fine"), &[]).expect_ok("apply migratable");
+    let hc = in_ns(
+        fixture_value("hostedcluster-kubevirt-manual-storage-mapping.yaml"),
+        ns,
+        "rwo-mapping",
+    );
+    apply(k, &hc, &["--server-side", "--field-manager=e2e"]).expect_ok("apply HostedCluster");
 
     let report = poll(Duration::from_secs(30), "at-risk in /v1/report", || {
         let (status, body) = https_get(&e.webhook, "/v1/report")?;
@@ -1227,7 +1235,19 @@ fn the_audit_reports_existing_nodepools_in_v1_report_and_the_objects_metric() {
             .any(|f| f["reason"] == "DisksNotLiveMigratable"),
         "{report:#}"
     );
-    let (_, body) = https_get(&e.webhook, "/v1/report").unwrap();
+    let body = poll(Duration::from_secs(30), "the HostedCluster in /v1/report", || {
+        let (_, body) = https_get(&e.webhook, "/v1/report")?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        let found = v["reports"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["kind"] == "HostedCluster"
+                    && r["namespace"] == ns
+                    && r["name"] == "rwo-mapping"
+                    && r["verdict"] == "NotMigratable"
+            })
+        });
+        if found { Ok(body) } else { Err(body) }
+    });
     assert!(
         !body.contains("\"fine\""),
         "a migratable NodePool in the report: {body}"
