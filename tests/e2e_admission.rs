@@ -289,7 +289,7 @@ fn set_up(k: &'static Cluster) -> Env {
     let webhook = Webhook::start(
         k,
         &kube::chart_service_account(),
-        &["--allow-object-override"],
+        &["--allow-object-override", "--audit-interval=2s"],
         "main",
     );
     let objects = chart_objects(
@@ -403,7 +403,8 @@ fn wait_mode(k: &Cluster, ns: &str, mode: &str) {
         let out = apply(k, &probe, &["--dry-run=server"]);
         let denied = !out.ok() && out.stderr.contains("is invalid: ");
         let warned = out.ok() && out.stderr.contains("Warning: DisksNotLiveMigratable");
-        if (mode == "deny" && denied) || (mode == "warn" && warned) {
+        let silent = out.ok() && !out.stderr.contains("Warning:");
+        if (mode == "deny" && denied) || (mode == "warn" && warned) || (mode == "off" && silent) {
             return;
         }
         assert!(
@@ -748,4 +749,652 @@ fn vm_jsonpatch_annotation_updates_reach_the_webhook_label_updates_do_not() {
         "{}",
         stored.stdout
     );
+}
+
+const VIRT_DEFAULT: &str = "storageclass.kubevirt.io/is-default-virt-class";
+
+/// Calls `probe` until it answers `Some`, for at most `timeout`; panics with `what` and the
+/// last thing `probe` reported.
+fn poll<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}; last: {last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The `Warning: REASON: ...` lines kubectl printed, as reasons.
+fn warning_reasons(stderr: &str) -> Vec<String> {
+    let mut reasons: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("Warning: "))
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_owned)
+        .collect();
+    reasons.sort();
+    reasons
+}
+
+/// A NodePool without a storage class: it lands on the cluster's default class.
+fn classless_nodepool(ns: &str, name: &str) -> Value {
+    let mut np = migratable_nodepool(ns, name);
+    np["spec"]["platform"]["kubevirt"]["rootVolume"]["persistent"]
+        .as_object_mut()
+        .unwrap()
+        .remove("storageClass");
+    np
+}
+
+/// The RWX-capable Ceph RBD fixture class under another name.
+fn rwx_class(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture_path("storageclass-rook-ceph-block-rbd.yaml")).unwrap();
+    let mut class = load::split_documents(text.as_bytes(), "rook-ceph-block")
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "StorageClass")
+        .unwrap();
+    class["metadata"]["name"] = json!(name);
+    class
+}
+
+/// Undoes the cluster-wide changes of the facts test, also when it fails.
+struct RestoreClasses<'a>(&'a Cluster, &'a [&'a str]);
+
+impl Drop for RestoreClasses<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(
+            &["annotate", "storageclass", "gp3-csi", &format!("{VIRT_DEFAULT}-")],
+            None,
+        );
+        for class in self.1 {
+            let _ = self
+                .0
+                .kubectl(&["delete", "storageclass", class, "--ignore-not-found"], None);
+        }
+    }
+}
+
+/// (7) Facts follow the cluster: moving the default-virt-class annotation from the RWO class to
+/// an RWX class with `kubectl annotate` turns a class-less NodePool from warned to clean; a
+/// NodePool naming a class deleted with `kubectl delete storageclass` is warned
+/// `StorageClassNotFound`.
+#[test]
+fn facts_follow_the_cluster_default_class_moves_and_deleted_classes() {
+    let Some(e) = env() else { return };
+    // Cluster-wide: no other test runs while the default class is set.
+    let _t = TRAFFIC.write().unwrap_or_else(|p| p.into_inner());
+    let k = e.k;
+    let _restore = RestoreClasses(k, &["e2e-rwx-default", "e2e-doomed"]);
+    let ns = "e2e-facts";
+    namespace(k, ns, None);
+    let np = classless_nodepool(ns, "classless");
+
+    // No default class yet: the disk is never created.
+    let out = apply(k, &np, &["--dry-run=server"]);
+    out.expect_ok("dry run");
+    assert!(
+        out.stderr.contains(
+            "Warning: NoDefaultStorageClass: spec.platform.kubevirt.rootVolume.persistent.storageClass: "
+        ),
+        "{}",
+        out.stderr
+    );
+
+    k.kubectl(
+        &[
+            "annotate",
+            "storageclass",
+            "gp3-csi",
+            &format!("{VIRT_DEFAULT}=true"),
+        ],
+        None,
+    )
+    .expect_ok("annotate gp3-csi");
+    poll(Duration::from_secs(30), "gp3-csi becomes the default", || {
+        let out = apply(k, &np, &["--dry-run=server"]);
+        if out.ok()
+            && out.stderr.contains(
+                "Warning: DisksNotLiveMigratable: spec.platform.kubevirt.rootVolume.persistent.storageClass: ",
+            )
+        {
+            Ok(())
+        } else {
+            Err(out.stderr)
+        }
+    });
+
+    // Move the annotation to a new RWX class.
+    k.kubectl(
+        &["apply", "-f", "-"],
+        Some(&rwx_class("e2e-rwx-default").to_string()),
+    )
+    .expect_ok("create e2e-rwx-default");
+    k.kubectl(
+        &["annotate", "storageclass", "gp3-csi", &format!("{VIRT_DEFAULT}-")],
+        None,
+    )
+    .expect_ok("remove the annotation from gp3-csi");
+    k.kubectl(
+        &[
+            "annotate",
+            "storageclass",
+            "e2e-rwx-default",
+            &format!("{VIRT_DEFAULT}=true"),
+        ],
+        None,
+    )
+    .expect_ok("annotate e2e-rwx-default");
+    poll(
+        Duration::from_secs(30),
+        "e2e-rwx-default becomes the default",
+        || {
+            let out = apply(k, &np, &["--dry-run=server"]);
+            if out.ok() && !out.stderr.contains("Warning:") {
+                Ok(())
+            } else {
+                Err(out.stderr)
+            }
+        },
+    );
+    let out = apply(k, &np, &[]);
+    out.expect_ok("apply");
+    assert_eq!(
+        out.stdout.trim(),
+        "nodepool.hypershift.openshift.io/classless created"
+    );
+    assert!(!out.stderr.contains("Warning:"), "{}", out.stderr);
+
+    // A class that existed, then was deleted.
+    k.kubectl(&["apply", "-f", "-"], Some(&rwx_class("e2e-doomed").to_string()))
+        .expect_ok("create e2e-doomed");
+    let mut doomed = migratable_nodepool(ns, "doomed");
+    doomed["spec"]["platform"]["kubevirt"]["rootVolume"]["persistent"]["storageClass"] = json!("e2e-doomed");
+    poll(Duration::from_secs(30), "e2e-doomed is known", || {
+        let out = apply(k, &doomed, &["--dry-run=server"]);
+        if out.ok() && !out.stderr.contains("Warning:") {
+            Ok(())
+        } else {
+            Err(out.stderr)
+        }
+    });
+    let deleted = k.kubectl(&["delete", "storageclass", "e2e-doomed"], None);
+    deleted.expect_ok("delete e2e-doomed");
+    assert_eq!(
+        deleted.stdout.trim(),
+        "storageclass.storage.k8s.io \"e2e-doomed\" deleted"
+    );
+    // Dry runs until the deletion reached the server: a stored object would make the next
+    // apply a no-op that kubectl does not send.
+    poll(Duration::from_secs(30), "e2e-doomed is gone", || {
+        let out = apply(k, &doomed, &["--dry-run=server"]);
+        if out.ok() && out.stderr.contains("Warning: StorageClassNotFound") {
+            Ok(())
+        } else {
+            Err(out.stderr)
+        }
+    });
+    let out = apply(k, &doomed, &[]);
+    out.expect_ok("apply naming a deleted class");
+    assert_eq!(
+        out.stdout.trim(),
+        "nodepool.hypershift.openshift.io/doomed created"
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with(
+            "Warning: StorageClassNotFound: spec.platform.kubevirt.rootVolume.persistent.storageClass: "
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+/// (7) The namespace label switches warn → deny → off → warn live; `off`: no warning at all.
+#[test]
+fn namespace_labels_switch_warn_deny_off_live() {
+    let Some(e) = env() else { return };
+    let _t = traffic();
+    let k = e.k;
+    let ns = "e2e-modes";
+    namespace(k, ns, None);
+    wait_mode(k, ns, "warn");
+    label_namespace(k, ns, "deny");
+    wait_mode(k, ns, "deny");
+    assert!(!apply(k, &rwo_nodepool(ns, "rwo"), &[]).ok());
+    label_namespace(k, ns, "off");
+    wait_mode(k, ns, "off");
+    let out = apply(k, &rwo_nodepool(ns, "rwo"), &[]);
+    out.expect_ok("apply in off mode");
+    assert_eq!(out.stdout.trim(), "nodepool.hypershift.openshift.io/rwo created");
+    assert_eq!(out.stderr, "", "off mode: nothing on stderr");
+    // Removing the label: the global mode (warn) again.
+    k.kubectl(&["label", "namespace", ns, &format!("{MODE_LABEL}-")], None)
+        .expect_ok("remove the label");
+    wait_mode(k, ns, "warn");
+    let out = apply(k, &rwo_nodepool(ns, "rwo2"), &[]);
+    out.expect_ok("apply in warn mode");
+    assert!(
+        out.stderr.contains("Warning: DisksNotLiveMigratable"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The stored object as `kubectl get -o yaml` prints it.
+fn stored_yaml(k: &Cluster, ns: &str, kind: &str, name: &str) -> String {
+    k.kubectl(&["-n", ns, "get", kind, name, "-o", "yaml"], None)
+        .expect_ok("get -o yaml")
+        .stdout
+        .clone()
+}
+
+/// `live-migration-guard evaluate --output json` of `yaml` with the fixtures' classes as facts:
+/// the one report.
+fn evaluate_offline(yaml: &str) -> Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_live-migration-guard"))
+        .arg("evaluate")
+        .arg("--facts")
+        .arg(fixture_path("storageclass-gp3-csi-aws-ebs.yaml"))
+        .arg("--facts")
+        .arg(fixture_path("storageclass-rook-ceph-block-rbd.yaml"))
+        .args(["--output", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "evaluate: {e}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    v["reports"][0].clone()
+}
+
+/// The reasons of a report's findings that kubectl shows (all but info), sorted.
+fn shown_reasons(report: &Value) -> Vec<String> {
+    let mut r: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] != "info")
+        .map(|f| f["reason"].as_str().unwrap().to_owned())
+        .collect();
+    r.sort();
+    r
+}
+
+/// Applies `np` (warn mode), and checks that what kubectl printed is what the offline evaluator
+/// says of the object as stored (CRD defaults applied); returns the stored object and the
+/// report.
+fn apply_and_compare(k: &Cluster, np: &Value) -> (Value, Value, String) {
+    let ns = np["metadata"]["namespace"].as_str().unwrap();
+    let name = np["metadata"]["name"].as_str().unwrap();
+    let out = apply(k, np, &[]);
+    out.expect_ok("apply");
+    let yaml = stored_yaml(k, ns, "nodepool", name);
+    let stored = load::split_documents(yaml.as_bytes(), "stored").unwrap()[0].clone();
+    let report = evaluate_offline(&yaml);
+    assert_eq!(
+        warning_reasons(&out.stderr),
+        shown_reasons(&report),
+        "kubectl printed:\n{}\nevaluate of the stored object:\n{report:#}",
+        out.stderr
+    );
+    (stored, report, out.stderr.clone())
+}
+
+/// (5) CRD defaulting: the API server applies the NodePool CRD's defaults before the webhook
+/// sees the object, and the verdict is the one those defaults give.
+#[test]
+fn crd_defaults_are_applied_before_the_webhook_judges() {
+    let Some(e) = env() else { return };
+    let _t = traffic();
+    let k = e.k;
+    let ns = "e2e-defaults";
+    namespace(k, ns, None);
+
+    // rootVolume, attachDefaultNetwork, compute and networkInterfaceMultiqueue omitted.
+    let mut bare = migratable_nodepool(ns, "bare");
+    let kv = bare["spec"]["platform"]["kubevirt"].as_object_mut().unwrap();
+    for f in [
+        "rootVolume",
+        "attachDefaultNetwork",
+        "compute",
+        "networkInterfaceMultiqueue",
+    ] {
+        kv.remove(f);
+    }
+    let (stored, report, stderr) = apply_and_compare(k, &bare);
+    let skv = &stored["spec"]["platform"]["kubevirt"];
+    assert_eq!(
+        skv["rootVolume"],
+        json!({"type": "Persistent", "persistent": {"size": "32Gi"}})
+    );
+    assert_eq!(skv["attachDefaultNetwork"], json!(true));
+    assert_eq!(
+        skv["compute"],
+        json!({"cores": 2, "memory": "8Gi", "qosClass": "Burstable"})
+    );
+    assert_eq!(skv["networkInterfaceMultiqueue"], json!("Enable"));
+    // The defaulted root volume names no class, and the cluster has no default class.
+    assert_eq!(report["verdict"], "NotMigratable");
+    assert!(
+        stderr.contains(
+            "Warning: NoDefaultStorageClass: spec.platform.kubevirt.rootVolume.persistent.storageClass: "
+        ),
+        "{stderr}"
+    );
+
+    // `rootVolume: {}`: only `type` is defaulted (Persistent), `persistent` stays missing, which
+    // HyperShift refuses.
+    let mut empty = migratable_nodepool(ns, "empty-root");
+    empty["spec"]["platform"]["kubevirt"]["rootVolume"] = json!({});
+    let (stored, _, stderr) = apply_and_compare(k, &empty);
+    assert_eq!(
+        stored["spec"]["platform"]["kubevirt"]["rootVolume"],
+        json!({"type": "Persistent"})
+    );
+    assert!(
+        stderr
+            .contains("Warning: RootVolumePersistentMissing: spec.platform.kubevirt.rootVolume.persistent: "),
+        "{stderr}"
+    );
+
+    // A host device without `count` gets count 1 (not our InvalidHostDeviceCount) and is
+    // judged not live migratable; `count: 0` never reaches the webhook: the CRD's minimum.
+    let mut gpu = migratable_nodepool(ns, "gpu");
+    gpu["spec"]["platform"]["kubevirt"]["hostDevices"] = json!([{ "deviceName": "nvidia.com/A100" }]);
+    let (stored, _, stderr) = apply_and_compare(k, &gpu);
+    assert_eq!(
+        stored["spec"]["platform"]["kubevirt"]["hostDevices"],
+        json!([{ "count": 1, "deviceName": "nvidia.com/A100" }])
+    );
+    assert!(
+        stderr.contains("Warning: HostDeviceNotLiveMigratable: spec.platform.kubevirt.hostDevices"),
+        "{stderr}"
+    );
+    let mut zero = migratable_nodepool(ns, "gpu-zero");
+    zero["spec"]["platform"]["kubevirt"]["hostDevices"] =
+        json!([{ "deviceName": "nvidia.com/A100", "count": 0 }]);
+    let out = apply(k, &zero, &[]);
+    assert!(!out.ok(), "count 0 stored:\n{}", out.stdout);
+    assert!(
+        out.stderr.contains("The NodePool \"gpu-zero\" is invalid: spec.platform.kubevirt.hostDevices[0].count: Invalid value: 0: spec.platform.kubevirt.hostDevices[0].count in body should be greater than or equal to 1"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("InvalidHostDeviceCount"), "{}", out.stderr);
+}
+
+/// A GET on the webhook's HTTPS listener, trusting its generated CA: (status, body).
+fn https_get(webhook: &Webhook, path: &str) -> Result<(u16, String), String> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(webhook.ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp =
+        TcpStream::connect_timeout(&webhook.listen, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    // A server may close without close_notify: keep what arrived.
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line: {text}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no body")?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+/// (11) The server's audit (`--audit-interval=2s`) lists a non-migratable NodePool in
+/// `GET /v1/report` and in `live_migration_guard_objects`; a migratable one only in the metric.
+#[test]
+fn the_audit_reports_existing_nodepools_in_v1_report_and_the_objects_metric() {
+    let Some(e) = env() else { return };
+    let _t = traffic();
+    let k = e.k;
+    let ns = "e2e-report";
+    namespace(k, ns, None);
+    apply(k, &rwo_nodepool(ns, "at-risk"), &[]).expect_ok("apply rwo");
+    apply(k, &migratable_nodepool(ns, "fine"), &[]).expect_ok("apply migratable");
+    let hc = in_ns(
+        fixture_value("hostedcluster-kubevirt-manual-storage-mapping.yaml"),
+        ns,
+        "rwo-mapping",
+    );
+    apply(k, &hc, &["--server-side", "--field-manager=e2e"]).expect_ok("apply HostedCluster");
+
+    let report = poll(Duration::from_secs(30), "at-risk in /v1/report", || {
+        let (status, body) = https_get(&e.webhook, "/v1/report")?;
+        if status != 200 {
+            return Err(format!("{status} {body}"));
+        }
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        v["reports"]
+            .as_array()
+            .and_then(|rs| {
+                rs.iter()
+                    .find(|r| r["namespace"] == ns && r["name"] == "at-risk")
+                    .cloned()
+            })
+            .ok_or(body)
+    });
+    assert_eq!(report["kind"], "NodePool");
+    assert_eq!(report["verdict"], "NotMigratable");
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["reason"] == "DisksNotLiveMigratable"),
+        "{report:#}"
+    );
+    let body = poll(Duration::from_secs(30), "the HostedCluster in /v1/report", || {
+        let (_, body) = https_get(&e.webhook, "/v1/report")?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        let found = v["reports"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["kind"] == "HostedCluster"
+                    && r["namespace"] == ns
+                    && r["name"] == "rwo-mapping"
+                    && r["verdict"] == "NotMigratable"
+            })
+        });
+        if found { Ok(body) } else { Err(body) }
+    });
+    assert!(
+        !body.contains("\"fine\""),
+        "a migratable NodePool in the report: {body}"
+    );
+
+    let want = [
+        format!(
+            "live_migration_guard_objects{{kind=\"NodePool\",namespace=\"{ns}\",name=\"at-risk\",verdict=\"NotMigratable\"}} 1"
+        ),
+        format!(
+            "live_migration_guard_objects{{kind=\"NodePool\",namespace=\"{ns}\",name=\"fine\",verdict=\"Migratable\"}} 1"
+        ),
+    ];
+    poll(Duration::from_secs(30), "both NodePools in the metric", || {
+        let metrics = e.webhook.metrics();
+        let lines: Vec<&str> = metrics.lines().collect();
+        if want.iter().all(|w| lines.contains(&w.as_str())) {
+            Ok(())
+        } else {
+            Err(metrics
+                .lines()
+                .filter(|l| l.starts_with("live_migration_guard_objects"))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+    });
+}
+
+/// (9) A webhook that is down: with `failurePolicy: Ignore` the apply succeeds unchecked; with
+/// `Fail` it fails with the API server's message. A configuration of its own, pointing at a
+/// closed loopback port and selecting only this test's namespace.
+#[test]
+fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
+    let Some(e) = env() else { return };
+    let _t = traffic();
+    let k = e.k;
+    let ns = "e2e-down";
+    namespace(k, ns, None);
+    k.kubectl(&["label", "namespace", ns, "e2e-down=true"], None)
+        .expect_ok("label");
+    let port = free_port();
+    let config = |policy: &str| {
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": { "name": "e2e-down" },
+            "webhooks": [{
+                // The chart's webhook name (names are unique per configuration only).
+                "name": "nodepools.live-migration-guard.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "timeoutSeconds": 5,
+                "failurePolicy": policy,
+                "clientConfig": {
+                    "url": format!("https://127.0.0.1:{port}/validate/nodepools"),
+                    "caBundle": b64(e.webhook.ca_pem.as_bytes()),
+                },
+                "namespaceSelector": { "matchLabels": { "e2e-down": "true" } },
+                "rules": [{
+                    "apiGroups": ["hypershift.openshift.io"],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["nodepools"],
+                }],
+            }],
+        })
+        .to_string()
+    };
+    struct DeleteConfig<'a>(&'a Cluster);
+    impl Drop for DeleteConfig<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kubectl(
+                &[
+                    "delete",
+                    "validatingwebhookconfiguration",
+                    "e2e-down",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
+        }
+    }
+    let _delete = DeleteConfig(k);
+    let np = migratable_nodepool(ns, "np");
+
+    k.kubectl(&["apply", "-f", "-"], Some(&config("Fail")))
+        .expect_ok("apply Fail configuration");
+    // Dry runs (which call webhooks too) until the configuration is in the admission chain:
+    // nothing is stored meanwhile.
+    poll(Duration::from_secs(30), "Fail rejects", || {
+        let out = apply(k, &np, &["--dry-run=server"]);
+        if out.ok() { Err(out.stdout) } else { Ok(()) }
+    });
+    let failed = apply(k, &np, &[]);
+    assert!(!failed.ok(), "admitted: {}", failed.stdout);
+    let fail_message = format!(
+        "Error from server (InternalError): error when creating \"STDIN\": Internal error occurred: failed calling webhook \"nodepools.live-migration-guard.io\": failed to call webhook: Post \"https://127.0.0.1:{port}/validate/nodepools?timeout=5s\": dial tcp 127.0.0.1:{port}: connect: connection refused\n"
+    );
+    assert_eq!(failed.stderr, fail_message);
+    // The chart README shows this message, for a file and with the port left out.
+    let readme = std::fs::read_to_string(root().join("charts/live-migration-guard/README.md")).unwrap();
+    let shown = readme
+        .split("<!-- webhook-down-fail -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```console\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("chart README has the webhook-down example");
+    let shown: Vec<String> = shown
+        .lines()
+        .filter(|l| !l.starts_with('$'))
+        .map(|l| {
+            l.replace("\"nodepool.yaml\"", "\"STDIN\"")
+                .replace("127.0.0.1:PORT", &format!("127.0.0.1:{port}"))
+        })
+        .collect();
+    assert_eq!(shown, vec![fail_message.trim_end().to_owned()]);
+    assert!(!exists(k, ns, "nodepool", "np"));
+
+    k.kubectl(&["apply", "-f", "-"], Some(&config("Ignore")))
+        .expect_ok("apply Ignore configuration");
+    poll(Duration::from_secs(30), "Ignore admits", || {
+        let out = apply(k, &np, &["--dry-run=server"]);
+        if out.ok() { Ok(()) } else { Err(out.stderr) }
+    });
+    let ok = apply(k, &np, &[]);
+    ok.expect_ok("apply under Ignore");
+    assert_eq!(ok.stdout.trim(), "nodepool.hypershift.openshift.io/np created");
+    assert_eq!(ok.stderr, "", "fail-open is silent for the user");
+    // Only the API server's audit log records that the call failed open.
+    let audit = k.dir().join("audit.log");
+    poll(Duration::from_secs(10), "failed-open audit annotation", || {
+        let log = std::fs::read_to_string(&audit).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|ev| {
+                ev["objectRef"]["namespace"] == ns
+                    && ev["objectRef"]["name"] == "np"
+                    && ev["verb"] == "create"
+                    && ev["annotations"]["failed-open.validating.webhook.admission.k8s.io/round_0_index_0"]
+                        == "nodepools.live-migration-guard.io"
+            })
+            .map(|_| ())
+            .ok_or_else(|| {
+                log.lines()
+                    .filter(|l| l.contains(ns) && l.contains("failed-open"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    });
 }

@@ -399,18 +399,21 @@ impl Cluster {
             None,
         )
         .expect_ok("apply CRDs");
-        self.kubectl(
+        // `kubectl wait` fails at once (".status.conditions accessor error: <nil> is of the type
+        // <nil>") while a just-created CRD has no conditions yet: retried until a deadline.
+        self.kubectl_until(
             &[
                 "wait",
                 "--for=condition=Established",
-                "--timeout=60s",
+                "--timeout=10s",
                 "crd/nodepools.hypershift.openshift.io",
                 "crd/hostedclusters.hypershift.openshift.io",
                 "crd/storageprofiles.cdi.kubevirt.io",
             ],
-            None,
-        )
-        .expect_ok("CRDs established");
+            Duration::from_secs(60),
+            "CRDs established",
+            Out::ok,
+        );
     }
 
     /// SIGTERM, then waits; SIGKILL after [`STOP_TIMEOUT`]. Returns how it exited.
