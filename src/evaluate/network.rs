@@ -181,42 +181,13 @@ fn migratable(
         return None;
     }
     let Some(iface) = interfaces.iter().find(|i| i.name == pod_net.name) else {
-        if v.since(since::NO_PRIMARY_INTERFACE) == Some(false) {
-            return None;
-        }
-        let msg = format!("no primary interface found for network {}", pod_net.name);
-        return Some(fail(
-            findings,
-            &fields.network,
-            format!(
-                "the pod network {} has no interface; KubeVirt {} reports \"{msg}\"",
-                pod_net.name,
-                text(v)
-            ),
-            msg,
-        ));
+        return no_primary_interface(&pod_net.name, v, fields, findings);
     };
     if iface.masquerade.is_some() {
         return None;
     }
     if iface.passt_binding.is_some() {
-        return match v.since(since::PASST_BINDING) {
-            Some(true) => None,
-            Some(false) => Some(fail(
-                findings,
-                &fields.network,
-                format!(
-                    "the pod-network interface {} uses passtBinding, which KubeVirt {} does not know (v1.8.0 and newer migrate it)",
-                    iface.name,
-                    text(v)
-                ),
-                pod_network_message(v).into(),
-            )),
-            None => {
-                findings.push(version_unknown(&fields.network, "passtBinding on the pod network is live migratable from KubeVirt v1.8.0 (and needs the PasstBinding feature gate)"));
-                None
-            }
-        };
+        return passt_binding(iface, v, fields, findings);
     }
     if iface.bridge.is_some() && bridge_allowed(tpl, v) {
         return None;
@@ -243,6 +214,54 @@ fn migratable(
         detail,
         pod_network_message(v).into(),
     ))
+}
+
+/// From v1.8.0-beta.0 a pod network without a matching interface fails (§N1).
+fn no_primary_interface(
+    network: &str,
+    v: &KubeVirtVersion,
+    fields: &Fields,
+    findings: &mut Vec<Finding>,
+) -> Option<FailedCheck> {
+    if v.since(since::NO_PRIMARY_INTERFACE) == Some(false) {
+        return None;
+    }
+    let msg = format!("no primary interface found for network {network}");
+    Some(fail(
+        findings,
+        &fields.network,
+        format!(
+            "the pod network {network} has no interface; KubeVirt {} reports \"{msg}\"",
+            text(v)
+        ),
+        msg,
+    ))
+}
+
+/// `passtBinding` on the pod network migrates from v1.8.0-rc.0 (§N1).
+fn passt_binding(
+    iface: &Interface,
+    v: &KubeVirtVersion,
+    fields: &Fields,
+    findings: &mut Vec<Finding>,
+) -> Option<FailedCheck> {
+    match v.since(since::PASST_BINDING) {
+        Some(true) => None,
+        Some(false) => Some(fail(
+            findings,
+            &fields.network,
+            format!(
+                "the pod-network interface {} uses passtBinding, which KubeVirt {} does not know (v1.8.0 and newer migrate it)",
+                iface.name,
+                text(v)
+            ),
+            pod_network_message(v).into(),
+        )),
+        None => {
+            findings.push(version_unknown(&fields.network, "passtBinding on the pod network is live migratable from KubeVirt v1.8.0 (and needs the PasstBinding feature gate)"));
+            None
+        }
+    }
 }
 
 fn bridge_allowed(tpl: &VmTemplate, v: &KubeVirtVersion) -> bool {
