@@ -75,6 +75,20 @@ fn bench(c: &mut Criterion) {
     c.bench_function("hostedcluster/manual-mapping", |b| {
         b.iter(|| evaluate_hostedcluster(black_box(&hc), black_box(&facts), &[]))
     });
+    // §H3: a HostedCluster with two sibling NodePools (3 objects): pairing, the shared
+    // condition over both NodePools' machines, the HostedCluster's condition.
+    let siblings = format!(
+        "{HOSTEDCLUSTER}\n---\n{}\n---\n{}\n",
+        NODEPOOL_RWO.replace("storageClass: gp3-csi", "storageClass: class-1"),
+        NODEPOOL_DEFAULT
+            .replace("replicas: 0", "replicas: 3")
+            .replace("name: example", "name: workers")
+            .replace("clusterName: example", "clusterName: test1")
+    );
+    let batch = parse_bytes(siblings.as_bytes(), "bench").expect("bench batch");
+    c.bench_function("batch/hostedcluster-with-2-sibling-nodepools (3 objects)", |b| {
+        b.iter(|| live_migration_guard::batch::evaluate_all(black_box(&batch), black_box(&facts)))
+    });
 }
 
 criterion_group!(benches, bench);

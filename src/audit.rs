@@ -10,31 +10,43 @@ use std::time::Duration;
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
-use crate::evaluate::{Report, Reports, Verdict, evaluate_hostedcluster, evaluate_nodepool};
+use crate::evaluate::siblings::{self, Machines};
+use crate::evaluate::{Report, Reports, Verdict, evaluate_hostedcluster, nodepool};
 use crate::facts::Snapshot;
 use crate::resources::NodePool;
 use crate::server::metrics::{Metrics, ObjectLabels};
 
-/// Evaluates every object: NodePools with their HostedCluster from the facts, then
+/// Evaluates every object: NodePools with their HostedCluster from the facts, the condition
+/// HyperShift aggregates over each HostedCluster's NodePools (docs/rules.md §H3), then
 /// HostedClusters with their NodePools' verdicts. Sorted by kind, namespace, name.
 pub fn evaluate_all(snapshot: &Snapshot, nodepools: &[Arc<NodePool>]) -> Vec<Report> {
     let facts = &snapshot.facts;
-    let mut by_cluster: HashMap<(String, String), Vec<(String, Verdict)>> = HashMap::new();
-    let mut reports: Vec<Report> = nodepools
+    let mut evaluated: Vec<((String, String), Report, Machines)> = nodepools
         .iter()
         .map(|np| {
-            let report = evaluate_nodepool(np, facts);
-            let key = (
-                np.metadata.namespace.clone().unwrap_or_default(),
-                np.spec.cluster_name.clone(),
-            );
-            by_cluster
-                .entry(key)
-                .or_default()
-                .push((report.name.clone(), report.hostedcluster_contribution()));
-            report
+            let ns = np.metadata.namespace.clone().unwrap_or_default();
+            let hc = facts.hosted_cluster(&ns, &np.spec.cluster_name);
+            let (report, machines) = nodepool::evaluate_with_machines(np, hc, facts);
+            ((ns, np.spec.cluster_name.clone()), report, machines)
         })
         .collect();
+    let mut groups: HashMap<(String, String), Vec<(&mut Report, Machines)>> = HashMap::new();
+    for (key, report, machines) in &mut evaluated {
+        groups
+            .entry(key.clone())
+            .or_default()
+            .push((report, machines.clone()));
+    }
+    let mut by_cluster: HashMap<(String, String), Vec<(String, Verdict)>> = HashMap::new();
+    for (key, mut members) in groups {
+        siblings::aggregate(&mut members, &key.0, &key.1);
+        let verdicts = members
+            .iter()
+            .map(|(r, _)| (r.name.clone(), r.hostedcluster_contribution()))
+            .collect();
+        by_cluster.insert(key, verdicts);
+    }
+    let mut reports: Vec<Report> = evaluated.into_iter().map(|(_, r, _)| r).collect();
     for hc in facts.hosted_clusters() {
         let (ns, name) = hc.key();
         let nps = by_cluster

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::evaluate::batch::{self, Skipped};
+use crate::batch::{self, Skipped};
 use crate::evaluate::{Report, Reports, Severity, Verdict};
 use crate::facts::load::{self, LoadError, Loaded};
 use crate::facts::{self, InfraFacts};

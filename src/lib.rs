@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod batch;
 pub mod cdi;
 pub mod certs;
 pub mod cli;

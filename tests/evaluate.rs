@@ -1864,7 +1864,7 @@ fn json_patches_see_the_rendered_template_and_decode_like_go() {
 // IsLiveMigratable: NodePools whose VMs never start do not make the HostedCluster False.
 #[test]
 fn hostedcluster_condition_ignores_nodepools_without_vms() {
-    use live_migration_guard::evaluate::batch::evaluate_all;
+    use live_migration_guard::batch::evaluate_all;
     use live_migration_guard::facts::load;
     let hc = fixture_text("hostedcluster-kubevirt-minimal.yaml");
     let hcv = fixture_value("hostedcluster-kubevirt-minimal.yaml");
@@ -1902,4 +1902,311 @@ fn hostedcluster_condition_ignores_nodepools_without_vms() {
         "{:#?}",
         hc_report
     );
+}
+
+// §H3, HyperShift hypershift-operator/controllers/nodepool/kubevirt.go
+// setAllMachinesLMCondition: every KubevirtMachine of the hosted control plane namespace
+// (all NodePools of the HostedCluster) is aggregated into each NodePool's condition by
+// nodepool_controller.go aggregateMachineReasonsAndMessages. Verdicts stay per NodePool.
+mod siblings {
+    use super::*;
+    use live_migration_guard::batch::evaluate_all;
+    use live_migration_guard::facts::load;
+
+    const AGGREGATED: &str = "ConditionAggregatesSiblingNodePools";
+
+    fn cluster_nodepool(base: Value, name: &str, replicas: i64, edits: &[(&str, Value)]) -> String {
+        let hcv = fixture_value("hostedcluster-kubevirt-minimal.yaml");
+        let mut all: Vec<(&str, Value)> = vec![
+            ("/metadata/name", json!(name)),
+            ("/metadata/namespace", hcv["metadata"]["namespace"].clone()),
+            ("/spec/clusterName", hcv["metadata"]["name"].clone()),
+            ("/spec/replicas", json!(replicas)),
+        ];
+        all.extend(edits.iter().map(|(p, v)| (*p, v.clone())));
+        with(base, &all).to_string()
+    }
+
+    fn rwo(name: &str, replicas: i64) -> String {
+        cluster_nodepool(
+            minimal(),
+            name,
+            replicas,
+            &[
+                (&format!("{PERSISTENT}/accessModes"), json!([RWO])),
+                (&format!("{PERSISTENT}/storageClass"), json!("gp3-csi")),
+            ],
+        )
+    }
+
+    fn rwx(name: &str, replicas: i64) -> String {
+        cluster_nodepool(
+            minimal(),
+            name,
+            replicas,
+            &[(&format!("{PERSISTENT}/storageClass"), json!("ceph-rbd"))],
+        )
+    }
+
+    fn run(objects: &[String]) -> Vec<Report> {
+        let mut inputs = load::parse_bytes(
+            fixture_text("hostedcluster-kubevirt-minimal.yaml").as_bytes(),
+            "hc",
+        )
+        .expect("hc");
+        for (i, o) in objects.iter().enumerate() {
+            inputs.extend(load::parse_bytes(o.as_bytes(), &format!("np-{i}")).expect("np"));
+        }
+        let facts = cluster_facts(&[storage_class(
+            "virt",
+            "rbd.csi.ceph.com",
+            &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+            None,
+        )]);
+        evaluate_all(&inputs, &facts).0.reports
+    }
+
+    fn report<'a>(reports: &'a [Report], name: &str) -> &'a Report {
+        reports
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn disk_line(machine: &str) -> String {
+        format!(
+            "Machine {machine}: DisksNotLiveMigratable: {machine} is not a live migratable machine: cannot migrate VMI: PVC {machine}-rhcos is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)\n"
+        )
+    }
+
+    /// aggregateMachineMessages over one reason's lines, restated from HyperShift for the test.
+    fn block(mut lines: Vec<String>) -> String {
+        lines.sort();
+        let mut out = String::new();
+        for l in lines {
+            if out.len() + l.len() > 1000 {
+                out.push_str("... too many similar errors\n");
+                break;
+            }
+            out.push_str(&l);
+        }
+        out
+    }
+
+    #[test]
+    fn siblings_share_the_aggregated_condition() {
+        let gpu = cluster_nodepool(
+            fixture_value("nodepool-kubevirt-gpu-hostdevices.yaml"),
+            "gpu",
+            2,
+            &[],
+        );
+        let reports = run(&[rwo("workers", 3), gpu, rwx("fine", 1)]);
+        let expected = format!(
+            "5 of 6 machines are not live migratable\n{}{}",
+            block((1..=3).map(|n| disk_line(&format!("workers-{n}"))).collect()),
+            block(
+                (1..=2)
+                    .map(|n| format!("Machine gpu-{n}: HostDeviceNotLiveMigratable: gpu-{n} is not a live migratable machine: VMI specifies non-migratable generic PCI host device\n"))
+                    .collect()
+            ),
+        );
+        for (name, verdict) in [
+            ("workers", Verdict::NotMigratable),
+            ("gpu", Verdict::NotMigratable),
+            ("fine", Verdict::Migratable),
+        ] {
+            let r = report(&reports, name);
+            assert_eq!(r.verdict, verdict, "{name}: the verdict stays about its own VMs");
+            let c = r.condition.as_ref().expect("condition");
+            assert_eq!(
+                (c.status, c.reason.as_str()),
+                ("False", "DisksNotLiveMigratable,HostDeviceNotLiveMigratable")
+            );
+            assert_eq!(c.message, expected, "{name}");
+            let f = finding(r, AGGREGATED);
+            assert_eq!(f.severity, Severity::Info);
+            assert!(
+                f.message
+                    .contains("hosted control plane namespace clusters-example"),
+                "{}",
+                f.message
+            );
+            for sibling in ["workers", "gpu", "fine"] {
+                assert_eq!(
+                    f.message.contains(&format!("{sibling} (")),
+                    sibling != name,
+                    "{name}: {}",
+                    f.message
+                );
+            }
+        }
+        // §H2 lists every NodePool whose condition is False: with the aggregate, all of them.
+        let hc = reports.iter().find(|r| r.kind == "HostedCluster").expect("hc");
+        let c = hc.condition.as_ref().expect("hc condition");
+        assert!(
+            c.message
+                .contains("attached to this Hosted Cluster: fine, gpu, workers."),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn sibling_lines_merge_in_sort_strings_order_and_truncate() {
+        // "a-1-1" < "a-10" < "a-1:" byte-wise: the NodePools' lines interleave.
+        let reports = run(&[rwo("a", 12), rwo("a-1", 2)]);
+        let mut lines: Vec<String> = (1..=12).map(|n| disk_line(&format!("a-{n}"))).collect();
+        lines.extend((1..=2).map(|n| disk_line(&format!("a-1-{n}"))));
+        let expected = format!("14 of 14 machines are not live migratable\n{}", block(lines));
+        assert!(expected.contains("Machine a-1-1:") && expected.ends_with("... too many similar errors\n"));
+        assert!(expected.find("Machine a-1-2:") < expected.find("Machine a-10:"));
+        for name in ["a", "a-1"] {
+            assert_eq!(
+                report(&reports, name)
+                    .condition
+                    .as_ref()
+                    .expect("condition")
+                    .message,
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn machineless_and_templateless_siblings() {
+        let bad_patch = cluster_nodepool(
+            minimal(),
+            "bad-patch",
+            4,
+            &[(
+                "/metadata/annotations",
+                json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch": "not json"}),
+            )],
+        );
+        let never_runs = cluster_nodepool(
+            minimal(),
+            "never-runs",
+            2,
+            &[(&format!("{PERSISTENT}/storageClass"), json!("missing-class"))],
+        );
+        let reports = run(&[rwo("workers", 1), rwx("empty", 0), bad_patch, never_runs]);
+        // bad-patch has no machine template (no KubevirtMachines); never-runs' machines exist
+        // without a VMLiveMigratable condition; empty has none but still gets the condition.
+        for name in ["workers", "empty", "bad-patch", "never-runs"] {
+            let c = report(&reports, name).condition.as_ref().expect("condition");
+            assert_eq!(
+                c.message,
+                format!(
+                    "1 of 3 machines are not live migratable\n{}",
+                    disk_line("workers-1")
+                ),
+                "{name}"
+            );
+        }
+        assert_eq!(report(&reports, "empty").verdict, Verdict::Migratable);
+    }
+
+    #[test]
+    fn undecided_sibling_makes_the_condition_unknown_and_migratable_siblings_stay_true() {
+        let unknown = cluster_nodepool(
+            minimal(),
+            "unknown",
+            1,
+            &[(&format!("{PERSISTENT}/storageClass"), json!("nfs"))],
+        );
+        let nfs = storage_class("nfs", "example.com/unknown-driver", &[], None);
+        let mut inputs = load::parse_bytes(
+            fixture_text("hostedcluster-kubevirt-minimal.yaml").as_bytes(),
+            "hc",
+        )
+        .expect("hc");
+        for o in [rwx("fine", 2), unknown.clone(), rwx("fine-too", 1)] {
+            inputs.extend(load::parse_bytes(o.as_bytes(), "np").expect("np"));
+        }
+        let reports = evaluate_all(&inputs, &cluster_facts(&[nfs])).0.reports;
+        let u = report(&reports, "unknown");
+        assert_eq!(u.verdict, Verdict::Unknown, "{:#?}", u.findings);
+        for name in ["fine", "unknown"] {
+            let c = report(&reports, name).condition.as_ref().expect("condition");
+            assert_eq!(c.status, "Unknown", "{name}");
+            assert!(c.message.contains("NodePool unknown: "), "{}", c.message);
+        }
+        // Without the undecided one: True / All is well for both, with the finding.
+        let mut inputs = load::parse_bytes(
+            fixture_text("hostedcluster-kubevirt-minimal.yaml").as_bytes(),
+            "hc",
+        )
+        .expect("hc");
+        for o in [rwx("fine", 2), rwx("fine-too", 1)] {
+            inputs.extend(load::parse_bytes(o.as_bytes(), "np").expect("np"));
+        }
+        let reports = evaluate_all(&inputs, &cluster_facts(&[])).0.reports;
+        let r = report(&reports, "fine");
+        assert_eq!(
+            r.condition.as_ref().map(|c| c.message.as_str()),
+            Some("All is well")
+        );
+        assert!(
+            finding(r, AGGREGATED)
+                .message
+                .contains("fine-too (1 machine(s), live migratable)")
+        );
+    }
+
+    #[test]
+    fn single_nodepool_is_unchanged_and_other_clusters_do_not_mix() {
+        let other_cluster = with(
+            serde_json::from_str::<Value>(&rwo("elsewhere", 2)).expect("json"),
+            &[("/spec/clusterName", json!("another"))],
+        )
+        .to_string();
+        let reports = run(&[rwo("workers", 3), other_cluster]);
+        let r = report(&reports, "workers");
+        assert!(!reasons(r).contains(&AGGREGATED));
+        assert!(
+            r.condition
+                .as_ref()
+                .expect("condition")
+                .message
+                .starts_with("3 of 3 machines")
+        );
+        assert!(!reasons(report(&reports, "elsewhere")).contains(&AGGREGATED));
+    }
+
+    // The audit sees every cached NodePool: same aggregation.
+    #[test]
+    fn audit_aggregates_cached_siblings() {
+        use std::sync::Arc;
+        let hc = hostedcluster(fixture_value("hostedcluster-kubevirt-minimal.yaml"));
+        let mut all = cluster();
+        all.push(storage_class(
+            "virt",
+            "rbd.csi.ceph.com",
+            &[("storageclass.kubevirt.io/is-default-virt-class", "true")],
+            None,
+        ));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let facts = builder(&refs).hosted_cluster(hc).build();
+        let nps: Vec<Arc<live_migration_guard::resources::NodePool>> = [rwo("workers", 1), rwx("fine", 1)]
+            .iter()
+            .map(|y| Arc::new(nodepool(serde_json::from_str(y).expect("json"))))
+            .collect();
+        let reports = live_migration_guard::audit::evaluate_all(
+            &live_migration_guard::facts::Snapshot::fixed(facts),
+            &nps,
+        );
+        let fine = report(&reports, "fine");
+        assert_eq!(fine.verdict, Verdict::Migratable);
+        assert_eq!(
+            fine.condition.as_ref().map(|c| c.message.as_str()),
+            Some(
+                format!(
+                    "1 of 2 machines are not live migratable\n{}",
+                    disk_line("workers-1")
+                )
+                .as_str()
+            )
+        );
+    }
 }

@@ -472,7 +472,7 @@ fn pairing_is_linear() {
         });
     }
     let started = Instant::now();
-    let (reports, _) = live_migration_guard::evaluate::batch::evaluate_all(&inputs, &Facts::none());
+    let (reports, _) = live_migration_guard::batch::evaluate_all(&inputs, &Facts::none());
     assert_eq!(reports.reports.len(), 2 * n);
     // linear: a few µs per object even in a debug build; quadratic took minutes
     assert!(
@@ -482,8 +482,7 @@ fn pairing_is_linear() {
     );
     // and a deadline stops the work between objects
     let past = Instant::now();
-    let stopped =
-        live_migration_guard::evaluate::batch::evaluate_all_until(&inputs, &Facts::none(), Some(past));
+    let stopped = live_migration_guard::batch::evaluate_all_until(&inputs, &Facts::none(), Some(past));
     assert_eq!(stopped.map(|_| ()), Err(0));
 }
 

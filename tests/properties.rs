@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use live_migration_guard::evaluate::{batch, evaluate_hostedcluster, evaluate_nodepool};
+use live_migration_guard::batch;
+use live_migration_guard::evaluate::{evaluate_hostedcluster, evaluate_nodepool};
 use live_migration_guard::facts::{Facts, load};
 use proptest::prelude::*;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use live_migration_guard::evaluate::batch;
+use live_migration_guard::batch;
 use live_migration_guard::facts::Facts;
 use live_migration_guard::facts::load::{self, Limits};
 

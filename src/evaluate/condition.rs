@@ -1,6 +1,6 @@
 //! The `KubeVirtNodesLiveMigratable` condition HyperShift would report, in its exact
 //! format (docs/rules.md §H1 and HS `nodepool_controller.go` `aggregateMachineReasonsAndMessages`;
-//! §H2 for HostedClusters).
+//! §H2 for HostedClusters, §H3 for the aggregation over a HostedCluster's NodePools).
 
 use super::judge::FailedCheck;
 use super::report::{CONDITION_TYPE, Condition};
@@ -12,39 +12,116 @@ const MAX_MESSAGE_LENGTH: usize = 1000;
 const MAX_GLOBAL_MESSAGE_LENGTH: usize = 3000;
 const MAX_REASON_LENGTH: usize = 1024;
 
+/// The machines one NodePool adds to its hosted control plane namespace (§H1, §H3).
+#[derive(Clone, Copy, Debug)]
+pub struct MachineGroup<'a> {
+    pub nodepool: &'a str,
+    pub machines: u64,
+    /// The check every one of these machines fails; `None` when they report no
+    /// `VMLiveMigratable=False` (live migratable, or VMs that never run).
+    pub failing: Option<&'a FailedCheck>,
+}
+
 /// The NodePool condition when every one of `machines` predicted machines fails `check`.
+pub fn nodepool_not_migratable(nodepool: &str, machines: u64, check: &FailedCheck) -> Condition {
+    let group = MachineGroup {
+        nodepool,
+        machines,
+        failing: Some(check),
+    };
+    machines_condition(&[group]).unwrap_or_else(Condition::all_is_well)
+}
+
+/// The condition HyperShift sets from all KubevirtMachines of a hosted control plane
+/// namespace (HS `kubevirt.go` `setAllMachinesLMCondition`): none without machines, `True`
+/// when none reports `VMLiveMigratable=False`, else `N of M machines are not live
+/// migratable` with one block per reason in `sort.Strings` order, each block's lines in
+/// `sort.Strings` order, cut like `aggregateMachineReasonsAndMessages`.
 ///
 /// Machine names are placeholders `<nodepool>-<n>` (CAPI adds random suffixes we cannot
-/// predict). Lines are emitted in Go's `sort.Strings` order of the real lines — a name
-/// that is a prefix of another sorts after it (`:` > digits) — generated lazily so a huge
-/// `replicas` costs no more than the 1,000-character block it is cut to.
-pub fn nodepool_not_migratable(nodepool: &str, machines: u64, check: &FailedCheck) -> Condition {
-    let mut message = format!("{machines} of {machines} machines are not live migratable\n");
+/// predict). Lines are generated lazily, so a huge `replicas` costs no more than the
+/// 1,000-character block it is cut to.
+pub fn machines_condition(groups: &[MachineGroup]) -> Option<Condition> {
+    let total = groups.iter().fold(0u64, |n, g| n.saturating_add(g.machines));
+    if total == 0 {
+        return None;
+    }
+    let failing: Vec<(&MachineGroup, &FailedCheck)> = groups
+        .iter()
+        .filter(|g| g.machines > 0)
+        .filter_map(|g| g.failing.map(|check| (g, check)))
+        .collect();
+    let not_migratable = failing
+        .iter()
+        .fold(0u64, |n, (g, _)| n.saturating_add(g.machines));
+    if not_migratable == 0 {
+        return Some(Condition::all_is_well());
+    }
+    let mut reasons: Vec<&'static str> = failing.iter().map(|(_, check)| check.reason).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+
+    let mut message = format!("{not_migratable} of {total} machines are not live migratable\n");
+    for reason in &reasons {
+        let block = reason_block(reason, &failing);
+        if message.len() + block.len() + END_OF_GLOBAL_MESSAGE.len() > MAX_GLOBAL_MESSAGE_LENGTH {
+            message.push_str(END_OF_GLOBAL_MESSAGE);
+            break;
+        }
+        message.push_str(&block);
+    }
+    Some(Condition {
+        type_: CONDITION_TYPE,
+        status: "False",
+        reason: truncate_reasons(&reasons),
+        message,
+    })
+}
+
+/// HS `aggregateMachineMessages` over one reason's lines, sorted: the lines of every
+/// NodePool failing with `reason`, merged in byte order (Go's `sort.Strings`), cut at 1,000
+/// characters with `... too many similar errors`.
+fn reason_block(reason: &str, failing: &[(&MachineGroup, &FailedCheck)]) -> String {
+    let mut streams: Vec<_> = failing
+        .iter()
+        .filter(|(_, check)| check.reason == reason)
+        .map(|(g, check)| machine_lines(g.nodepool, g.machines, check).peekable())
+        .collect();
     let mut block = String::new();
-    for n in sorted_machine_numbers(machines) {
-        let machine = format!("{nodepool}-{n}");
-        let line = format!(
-            "Machine {machine}: {}: {machine} is not a live migratable machine: {}\n",
-            check.reason,
-            check.message.render(&machine)
-        );
+    loop {
+        let smallest = streams
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.peek().map(|line| (i, line)))
+            .min_by(|a, b| a.1.cmp(b.1))
+            .map(|(i, _)| i);
+        let Some(line) = smallest.and_then(|i| streams[i].next()) else {
+            break;
+        };
         if block.len() + line.len() > MAX_MESSAGE_LENGTH {
             block.push_str(END_OF_MESSAGE);
             break;
         }
         block.push_str(&line);
     }
-    if message.len() + block.len() + END_OF_GLOBAL_MESSAGE.len() > MAX_GLOBAL_MESSAGE_LENGTH {
-        message.push_str(END_OF_GLOBAL_MESSAGE);
-    } else {
-        message.push_str(&block);
-    }
-    Condition {
-        type_: CONDITION_TYPE,
-        status: "False",
-        reason: truncate_reasons(&[check.reason]),
-        message,
-    }
+    block
+}
+
+/// One NodePool's machine lines `Machine <np>-<n>: <reason>: <message>` in `sort.Strings`
+/// order (see [`sorted_machine_numbers`]).
+fn machine_lines<'a>(
+    nodepool: &'a str,
+    machines: u64,
+    check: &'a FailedCheck,
+) -> impl Iterator<Item = String> + 'a {
+    sorted_machine_numbers(machines).map(move |n| {
+        let machine = format!("{nodepool}-{n}");
+        format!(
+            "Machine {machine}: {}: {machine} is not a live migratable machine: {}\n",
+            check.reason,
+            check.message.render(&machine)
+        )
+    })
 }
 
 /// The HostedCluster condition (§H2) listing the NodePools predicted not migratable.

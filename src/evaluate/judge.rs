@@ -300,7 +300,8 @@ fn check_host_devices(
 }
 
 /// §K5 `checkVolumesForMigration`: every PVC/DataVolume volume must be ReadWriteMany;
-/// host disks must be shared; other sources only force block migration.
+/// host disks must be shared; other sources only force block migration. Returns the first
+/// failing check and whether some volume cannot be provisioned (the VM never runs).
 fn check_volumes(
     tpl: &VmTemplate,
     facts: &Facts,
@@ -309,82 +310,107 @@ fn check_volumes(
 ) -> (Option<FailedCheck>, bool) {
     let mut first: Option<FailedCheck> = None;
     let mut blocked = false;
-    let record = |check: FailedCheck, first: &mut Option<FailedCheck>| {
-        first.get_or_insert(check);
-    };
     for volume in &tpl.spec.template.spec.volumes {
-        if let Some(dv_ref) = &volume.data_volume {
-            let Some(dv) = tpl
-                .spec
-                .data_volume_templates
-                .iter()
-                .find(|d| d.metadata.name == dv_ref.name)
-            else {
-                unknown_pvc(&dv_ref.name, &fields.patched_volumes, findings);
-                continue;
-            };
-            let (req, api) = match (&dv.spec.storage, &dv.spec.pvc) {
-                (Some(s), _) => (s, Api::Storage),
-                (None, Some(p)) => (p, Api::Pvc),
-                (None, None) => {
-                    findings.push(Finding::blocking(
-                        "DataVolumeWithoutStorage",
-                        &fields.patched_volumes,
-                        format!(
-                            "the DataVolume template {} has neither spec.storage nor spec.pvc",
-                            dv.metadata.name
-                        ),
-                        "give the DataVolume template a spec.storage".into(),
-                    ));
-                    blocked = true;
-                    continue;
-                }
-            };
-            let request_fields = if dv.metadata.name == super::vm::ROOT_DISK {
-                fields.root.clone()
-            } else {
-                RequestFields {
-                    volume: format!("the DataVolume {} added by the JSON patch", dv.metadata.name),
-                    dv_name: dv.metadata.name.clone(),
-                    access_modes: fields.patched_volumes.clone(),
-                    storage_class: fields.patched_volumes.clone(),
-                    volume_mode: fields.patched_volumes.clone(),
-                }
-            };
-            match storage::judge_request(req, api, facts, &request_fields, findings) {
-                DiskOutcome::NotShared => record(
-                    FailedCheck {
-                        reason: storage::DISKS_NOT_LIVE_MIGRATABLE,
-                        message: VmiMessage::PvcNotShared {
-                            dv: dv.metadata.name.clone(),
-                        },
-                    },
-                    &mut first,
-                ),
-                DiskOutcome::Blocked => blocked = true,
-                DiskOutcome::Shared | DiskOutcome::Undecided => {}
-            }
+        let outcome = if let Some(dv_ref) = &volume.data_volume {
+            check_data_volume(tpl, &dv_ref.name, facts, fields, findings)
         } else if let Some(claim) = &volume.persistent_volume_claim {
             unknown_pvc(&claim.claim_name, &fields.patched_volumes, findings);
+            VolumeOutcome::Passes
         } else if let Some(host_disk) = &volume.host_disk
             && host_disk.shared != Some(true)
         {
-            findings.push(Finding::error(
-                storage::DISKS_NOT_LIVE_MIGRATABLE,
-                &fields.patched_volumes,
-                format!("volume {} is a hostDisk without shared: true", volume.name),
-                "remove the hostDisk volume from the JSON patch, or mark it shared: true if it really is on shared storage".into(),
-            ));
-            record(
-                FailedCheck {
-                    reason: storage::DISKS_NOT_LIVE_MIGRATABLE,
-                    message: VmiMessage::Fixed("cannot migrate VMI with non-shared HostDisk".into()),
-                },
-                &mut first,
-            );
+            non_shared_host_disk(&volume.name, fields, findings)
+        } else {
+            VolumeOutcome::Passes
+        };
+        match outcome {
+            VolumeOutcome::Fails(check) => {
+                first.get_or_insert(check);
+            }
+            VolumeOutcome::Blocked => blocked = true,
+            VolumeOutcome::Passes => {}
         }
     }
     (first, blocked)
+}
+
+/// What one volume does to the VMI's migratability.
+enum VolumeOutcome {
+    /// Shared, or undecided (a finding says why).
+    Passes,
+    Fails(FailedCheck),
+    /// Cannot be provisioned: the VM never runs.
+    Blocked,
+}
+
+/// A DataVolume volume: its template's storage request judged like CDI would render it (§S).
+fn check_data_volume(
+    tpl: &VmTemplate,
+    name: &str,
+    facts: &Facts,
+    fields: &Fields,
+    findings: &mut Vec<Finding>,
+) -> VolumeOutcome {
+    let Some(dv) = tpl
+        .spec
+        .data_volume_templates
+        .iter()
+        .find(|d| d.metadata.name == name)
+    else {
+        unknown_pvc(name, &fields.patched_volumes, findings);
+        return VolumeOutcome::Passes;
+    };
+    let (req, api) = match (&dv.spec.storage, &dv.spec.pvc) {
+        (Some(s), _) => (s, Api::Storage),
+        (None, Some(p)) => (p, Api::Pvc),
+        (None, None) => {
+            findings.push(Finding::blocking(
+                "DataVolumeWithoutStorage",
+                &fields.patched_volumes,
+                format!(
+                    "the DataVolume template {} has neither spec.storage nor spec.pvc",
+                    dv.metadata.name
+                ),
+                "give the DataVolume template a spec.storage".into(),
+            ));
+            return VolumeOutcome::Blocked;
+        }
+    };
+    let request_fields = if dv.metadata.name == super::vm::ROOT_DISK {
+        fields.root.clone()
+    } else {
+        RequestFields {
+            volume: format!("the DataVolume {} added by the JSON patch", dv.metadata.name),
+            dv_name: dv.metadata.name.clone(),
+            access_modes: fields.patched_volumes.clone(),
+            storage_class: fields.patched_volumes.clone(),
+            volume_mode: fields.patched_volumes.clone(),
+        }
+    };
+    match storage::judge_request(req, api, facts, &request_fields, findings) {
+        DiskOutcome::NotShared => VolumeOutcome::Fails(FailedCheck {
+            reason: storage::DISKS_NOT_LIVE_MIGRATABLE,
+            message: VmiMessage::PvcNotShared {
+                dv: dv.metadata.name.clone(),
+            },
+        }),
+        DiskOutcome::Blocked => VolumeOutcome::Blocked,
+        DiskOutcome::Shared | DiskOutcome::Undecided => VolumeOutcome::Passes,
+    }
+}
+
+/// A hostDisk without `shared: true`: KubeVirt refuses to migrate it.
+fn non_shared_host_disk(volume: &str, fields: &Fields, findings: &mut Vec<Finding>) -> VolumeOutcome {
+    findings.push(Finding::error(
+        storage::DISKS_NOT_LIVE_MIGRATABLE,
+        &fields.patched_volumes,
+        format!("volume {volume} is a hostDisk without shared: true"),
+        "remove the hostDisk volume from the JSON patch, or mark it shared: true if it really is on shared storage".into(),
+    ));
+    VolumeOutcome::Fails(FailedCheck {
+        reason: storage::DISKS_NOT_LIVE_MIGRATABLE,
+        message: VmiMessage::Fixed("cannot migrate VMI with non-shared HostDisk".into()),
+    })
 }
 
 /// A volume that references an existing PVC/DataVolume: its access modes are not in the facts.

@@ -7,7 +7,6 @@
 //! ([`storage`], §4) → judge with KubeVirt's rules ([`judge`], §3) → predict the condition
 //! ([`condition`], §H1).
 
-pub mod batch;
 pub mod condition;
 pub mod godecode;
 pub mod hostedcluster;
@@ -17,6 +16,7 @@ pub mod network;
 pub mod nodepool;
 pub mod patch_limits;
 pub mod report;
+pub mod siblings;
 pub mod storage;
 pub mod vm;
 

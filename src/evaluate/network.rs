@@ -66,69 +66,97 @@ fn rejected_at_creation(
     findings: &mut Vec<Finding>,
 ) -> bool {
     let v = facts.kubevirt_version();
-    let vmi = &tpl.spec.template.spec;
-    for iface in &vmi.domain.devices.interfaces {
-        let field = &fields.network;
-        let bindings = binding_count(iface);
-        let plugin_and_method = iface.binding.is_some() && bindings > 1;
-        if v.since(since::EXACTLY_ONE_BINDING) != Some(false) && bindings != 1 {
-            let msg = format!(
-                "logical {} interface must have exactly one binding method or binding plugin",
-                iface.name
-            );
-            return reject(
-                findings,
-                field,
-                format!(
-                    "KubeVirt {} rejects the VM: \"{msg}\" (a JSON patch that changes a rendered interface keeps the rendered binding too)",
-                    text(v)
-                ),
-                "replace the whole interfaces list in the JSON patch, or remove the other binding explicitly",
-            );
-        }
-        if plugin_and_method {
-            let msg = format!(
-                "logical {} interface cannot have both binding plugin and interface binding method",
-                iface.name
-            );
-            return reject(
-                findings,
-                field,
-                format!("KubeVirt {} rejects the VM: \"{msg}\"", text(v)),
-                "keep exactly one binding on the interface",
-            );
-        }
-        if iface.passt.is_some() && !passt_gate_listed(facts, v) {
-            let msg = match v.since(since::PASST_DISCONTINUED) {
-                Some(false) => "Passt feature gate is not enabled",
-                _ => "Passt network binding has been discontinued since v1.3",
-            };
-            return reject(
-                findings,
-                field,
-                format!(
-                    "interface {} uses the discontinued `passt: {{}}` binding; KubeVirt {} rejects the VM: \"{msg}\"",
-                    iface.name,
-                    text(v)
-                ),
-                "use `passtBinding: {}` (KubeVirt v1.8+) or masquerade on the pod network",
-            );
-        }
-        if iface.passt_binding.is_some()
-            && v.since(since::PASST_BINDING) == Some(true)
-            && passt_binding_gate(facts, v) == Some(false)
-        {
-            return reject(
-                findings,
-                field,
-                format!(
-                    "interface {} uses passtBinding, but the PasstBinding feature gate is not enabled in the KubeVirt CR; KubeVirt {} rejects the VM: \"PasstBinding feature gate is not enabled\"",
-                    iface.name,
-                    text(v)
-                ),
-                "enable the PasstBinding feature gate (spec.configuration.developerConfiguration.featureGates), or use masquerade",
-            );
-        }
+    let field = &fields.network;
+    // The first rejected interface is the admitter's answer.
+    tpl.spec
+        .template
+        .spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .any(|iface| {
+            bindings_rejected(iface, v, field, findings) || passt_rejected(iface, facts, v, field, findings)
+        })
+}
+
+/// From v1.9.0 exactly one binding per interface; before, a plugin next to a method (§N2).
+fn bindings_rejected(
+    iface: &Interface,
+    v: &KubeVirtVersion,
+    field: &str,
+    findings: &mut Vec<Finding>,
+) -> bool {
+    let bindings = binding_count(iface);
+    let plugin_and_method = iface.binding.is_some() && bindings > 1;
+    if v.since(since::EXACTLY_ONE_BINDING) != Some(false) && bindings != 1 {
+        let msg = format!(
+            "logical {} interface must have exactly one binding method or binding plugin",
+            iface.name
+        );
+        return reject(
+            findings,
+            field,
+            format!(
+                "KubeVirt {} rejects the VM: \"{msg}\" (a JSON patch that changes a rendered interface keeps the rendered binding too)",
+                text(v)
+            ),
+            "replace the whole interfaces list in the JSON patch, or remove the other binding explicitly",
+        );
+    }
+    if plugin_and_method {
+        let msg = format!(
+            "logical {} interface cannot have both binding plugin and interface binding method",
+            iface.name
+        );
+        return reject(
+            findings,
+            field,
+            format!("KubeVirt {} rejects the VM: \"{msg}\"", text(v)),
+            "keep exactly one binding on the interface",
+        );
+    }
+    false
+}
+
+/// Discontinued `passt: {}` and `passtBinding` without its feature gate (§N2).
+fn passt_rejected(
+    iface: &Interface,
+    facts: &Facts,
+    v: &KubeVirtVersion,
+    field: &str,
+    findings: &mut Vec<Finding>,
+) -> bool {
+    if iface.passt.is_some() && !passt_gate_listed(facts, v) {
+        let msg = match v.since(since::PASST_DISCONTINUED) {
+            Some(false) => "Passt feature gate is not enabled",
+            _ => "Passt network binding has been discontinued since v1.3",
+        };
+        return reject(
+            findings,
+            field,
+            format!(
+                "interface {} uses the discontinued `passt: {{}}` binding; KubeVirt {} rejects the VM: \"{msg}\"",
+                iface.name,
+                text(v)
+            ),
+            "use `passtBinding: {}` (KubeVirt v1.8+) or masquerade on the pod network",
+        );
+    }
+    if iface.passt_binding.is_some()
+        && v.since(since::PASST_BINDING) == Some(true)
+        && passt_binding_gate(facts, v) == Some(false)
+    {
+        return reject(
+            findings,
+            field,
+            format!(
+                "interface {} uses passtBinding, but the PasstBinding feature gate is not enabled in the KubeVirt CR; KubeVirt {} rejects the VM: \"PasstBinding feature gate is not enabled\"",
+                iface.name,
+                text(v)
+            ),
+            "enable the PasstBinding feature gate (spec.configuration.developerConfiguration.featureGates), or use masquerade",
+        );
     }
     false
 }
@@ -181,42 +209,13 @@ fn migratable(
         return None;
     }
     let Some(iface) = interfaces.iter().find(|i| i.name == pod_net.name) else {
-        if v.since(since::NO_PRIMARY_INTERFACE) == Some(false) {
-            return None;
-        }
-        let msg = format!("no primary interface found for network {}", pod_net.name);
-        return Some(fail(
-            findings,
-            &fields.network,
-            format!(
-                "the pod network {} has no interface; KubeVirt {} reports \"{msg}\"",
-                pod_net.name,
-                text(v)
-            ),
-            msg,
-        ));
+        return no_primary_interface(&pod_net.name, v, fields, findings);
     };
     if iface.masquerade.is_some() {
         return None;
     }
     if iface.passt_binding.is_some() {
-        return match v.since(since::PASST_BINDING) {
-            Some(true) => None,
-            Some(false) => Some(fail(
-                findings,
-                &fields.network,
-                format!(
-                    "the pod-network interface {} uses passtBinding, which KubeVirt {} does not know (v1.8.0 and newer migrate it)",
-                    iface.name,
-                    text(v)
-                ),
-                pod_network_message(v).into(),
-            )),
-            None => {
-                findings.push(version_unknown(&fields.network, "passtBinding on the pod network is live migratable from KubeVirt v1.8.0 (and needs the PasstBinding feature gate)"));
-                None
-            }
-        };
+        return passt_binding(iface, v, fields, findings);
     }
     if iface.bridge.is_some() && bridge_allowed(tpl, v) {
         return None;
@@ -243,6 +242,54 @@ fn migratable(
         detail,
         pod_network_message(v).into(),
     ))
+}
+
+/// From v1.8.0-beta.0 a pod network without a matching interface fails (§N1).
+fn no_primary_interface(
+    network: &str,
+    v: &KubeVirtVersion,
+    fields: &Fields,
+    findings: &mut Vec<Finding>,
+) -> Option<FailedCheck> {
+    if v.since(since::NO_PRIMARY_INTERFACE) == Some(false) {
+        return None;
+    }
+    let msg = format!("no primary interface found for network {network}");
+    Some(fail(
+        findings,
+        &fields.network,
+        format!(
+            "the pod network {network} has no interface; KubeVirt {} reports \"{msg}\"",
+            text(v)
+        ),
+        msg,
+    ))
+}
+
+/// `passtBinding` on the pod network migrates from v1.8.0-rc.0 (§N1).
+fn passt_binding(
+    iface: &Interface,
+    v: &KubeVirtVersion,
+    fields: &Fields,
+    findings: &mut Vec<Finding>,
+) -> Option<FailedCheck> {
+    match v.since(since::PASST_BINDING) {
+        Some(true) => None,
+        Some(false) => Some(fail(
+            findings,
+            &fields.network,
+            format!(
+                "the pod-network interface {} uses passtBinding, which KubeVirt {} does not know (v1.8.0 and newer migrate it)",
+                iface.name,
+                text(v)
+            ),
+            pod_network_message(v).into(),
+        )),
+        None => {
+            findings.push(version_unknown(&fields.network, "passtBinding on the pod network is live migratable from KubeVirt v1.8.0 (and needs the PasstBinding feature gate)"));
+            None
+        }
+    }
 }
 
 fn bridge_allowed(tpl: &VmTemplate, v: &KubeVirtVersion) -> bool {

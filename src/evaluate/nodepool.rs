@@ -8,6 +8,7 @@ use crate::resources::{HostedCluster, KUBEVIRT_PLATFORM, NodePool, VM_JSONPATCH_
 use super::condition;
 use super::judge::{self, Fields, Judgement};
 use super::report::{Condition, Effect, Finding, Report, Verdict};
+use super::siblings::{MachineState, Machines};
 use super::storage::RequestFields;
 use super::vm::{self, VmTemplate};
 
@@ -17,9 +18,29 @@ const PERSISTENT: &str = "spec.platform.kubevirt.rootVolume.persistent";
 const TOPOLOGY_SPREAD_ANNOTATION: &str =
     "hypershift.openshift.io/nodepool-supports-kubevirt-topology-spread-constraints";
 
+/// HyperShift cannot build the machine template: the NodePool adds no KubevirtMachine.
+const NO_MACHINE_TEMPLATE: [&str; 6] = [
+    "KubevirtPlatformMissing",
+    "UnsupportedRootVolumeType",
+    "RootVolumePersistentMissing",
+    "DefaultNetworkRequired",
+    "InvalidHostDeviceCount",
+    "InvalidKubevirtVMJSONPatch",
+];
+
 /// Predicts whether the VMs HyperShift creates for `np` will be live migratable.
 /// `hc` is the NodePool's HostedCluster when known (its JSON patch and credentials apply).
 pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Report {
+    evaluate_with_machines(np, hc, facts).0
+}
+
+/// [`evaluate`], with what the NodePool's machines add to the condition shared by all
+/// NodePools of its HostedCluster (§H3, [`super::siblings`]).
+pub fn evaluate_with_machines(
+    np: &NodePool,
+    hc: Option<&HostedCluster>,
+    facts: &Facts,
+) -> (Report, Machines) {
     let mut report = Report {
         api_version: "hypershift.openshift.io/v1beta1",
         kind: "NodePool",
@@ -31,7 +52,7 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
     };
     // §R1: only the KubeVirt platform has these VMs.
     if np.spec.platform.type_ != KUBEVIRT_PLATFORM {
-        return report;
+        return (report, Machines::none());
     }
     let findings = &mut report.findings;
     let Some(platform) = np.spec.platform.kubevirt.as_ref() else {
@@ -44,7 +65,7 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
             "add spec.platform.kubevirt with rootVolume.persistent (storageClass of an RWX-capable class)".into(),
         ));
         report.verdict = Report::verdict_of(findings);
-        return report;
+        return (report, no_template());
     };
     validate_platform(platform, findings);
 
@@ -61,8 +82,61 @@ pub fn evaluate(np: &NodePool, hc: Option<&HostedCluster>, facts: &Facts) -> Rep
     let judgement = judge::judge(&tpl, infra, &fields, findings);
 
     report.verdict = Report::verdict_of(findings);
+    let machines = machines(np, report.verdict, &judgement, findings);
     report.condition = predicted_condition(np, &report.name, report.verdict, &judgement, findings);
-    report
+    (report, machines)
+}
+
+fn no_template() -> Machines {
+    Machines {
+        kubevirt: true,
+        count: 0,
+        state: MachineState::NeverRun,
+    }
+}
+
+/// `replicas`, else the autoscaler's `min`, else none.
+fn machine_count(np: &NodePool) -> u64 {
+    np.spec
+        .replicas
+        .or_else(|| np.spec.auto_scaling.as_ref().and_then(|a| a.min))
+        .unwrap_or(0)
+        .max(0) as u64
+}
+
+/// The VMs never start: a volume cannot be provisioned, or KubeVirt rejects the VM.
+fn never_runs(judgement: &Judgement, findings: &[Finding]) -> bool {
+    judgement.blocked || findings.iter().any(|f| f.effect == Effect::BlocksProvisioning)
+}
+
+/// Why the condition cannot be predicted: the undecided findings' messages.
+fn undecided(findings: &[Finding]) -> String {
+    let why: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.effect == Effect::Undecided)
+        .map(|f| f.message.as_str())
+        .collect();
+    why.join("; ")
+}
+
+/// What this NodePool's machines will report (§H3).
+fn machines(np: &NodePool, verdict: Verdict, judgement: &Judgement, findings: &[Finding]) -> Machines {
+    if findings.iter().any(|f| NO_MACHINE_TEMPLATE.contains(&f.reason)) {
+        return no_template();
+    }
+    let state = match verdict {
+        _ if never_runs(judgement, findings) => MachineState::NeverRun,
+        Verdict::NotMigratable => judgement.failed.first().map_or(MachineState::NeverRun, |check| {
+            MachineState::NotMigratable(check.clone())
+        }),
+        Verdict::Unknown => MachineState::Undecided(undecided(findings)),
+        Verdict::Migratable | Verdict::NotApplicable => MachineState::Migratable,
+    };
+    Machines {
+        kubevirt: true,
+        count: machine_count(np),
+        state,
+    }
 }
 
 /// §R1 runtime validation (`PlatformValidation`): errors stop the machine template.
@@ -235,12 +309,7 @@ fn predicted_condition(
     judgement: &Judgement,
     findings: &mut Vec<Finding>,
 ) -> Option<Condition> {
-    let machines = np
-        .spec
-        .replicas
-        .or_else(|| np.spec.auto_scaling.as_ref().and_then(|a| a.min))
-        .unwrap_or(0)
-        .max(0) as u64;
+    let machines = machine_count(np);
     if machines == 0 {
         findings.push(Finding::info(
             "NoMachines",
@@ -250,7 +319,7 @@ fn predicted_condition(
         ));
         return None;
     }
-    if judgement.blocked || findings.iter().any(|f| f.effect == Effect::BlocksProvisioning) {
+    if never_runs(judgement, findings) {
         // The VMs never run, so no VMI reports LiveMigratable.
         return None;
     }
@@ -260,17 +329,10 @@ fn predicted_condition(
             .failed
             .first()
             .map(|check| condition::nodepool_not_migratable(name, machines, check)),
-        Verdict::Unknown => {
-            let why: Vec<&str> = findings
-                .iter()
-                .filter(|f| f.effect == Effect::Undecided)
-                .map(|f| f.message.as_str())
-                .collect();
-            Some(Condition::unknown(format!(
-                "cannot be predicted: {}",
-                why.join("; ")
-            )))
-        }
+        Verdict::Unknown => Some(Condition::unknown(format!(
+            "cannot be predicted: {}",
+            undecided(findings)
+        ))),
         Verdict::NotApplicable => None,
     }
 }

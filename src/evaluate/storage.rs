@@ -354,39 +354,62 @@ fn resolve_class<'f>(
     fields: &RequestFields,
     findings: &mut Vec<Finding>,
 ) -> Result<(&'f ClassFacts, Chosen), DiskOutcome> {
-    let vol = &fields.volume;
     if let Some(name) = req.storage_class_name.as_deref() {
-        if name.is_empty() {
-            // §S3: "" only matches pre-existing PVs; invalid for dynamic provisioning.
-            findings.push(Finding::blocking(
-                "EmptyStorageClassName",
-                &fields.storage_class,
-                format!("{vol} sets an empty storage class name, which only binds pre-existing PersistentVolumes; CDI cannot provision the disk"),
-                format!("remove {} to use the default class, or set it to an RWX-capable class", in_fix(&fields.storage_class, "storageClassName")),
-            ));
-            return Err(DiskOutcome::Blocked);
-        }
-        if !facts.storage_known() {
-            findings.push(no_facts(
-                facts,
-                fields,
-                format!("whether StorageClass {name} offers ReadWriteMany"),
-            ));
-            return Err(DiskOutcome::Undecided);
-        }
-        return match facts.class(name) {
-            Some(c) => Ok((c, Chosen::Explicit)),
-            None => {
-                findings.push(Finding::blocking(
-                    "StorageClassNotFound",
-                    &fields.storage_class,
-                    format!("{vol} uses StorageClass {name}, which does not exist on the infrastructure cluster; the disk cannot be provisioned"),
-                    rwx_fix(fields, facts),
-                ));
-                Err(DiskOutcome::Blocked)
-            }
-        };
+        return explicit_class(name, facts, fields, findings);
     }
+    default_class(req, api, facts, fields, findings)
+}
+
+/// §S2, §S3: a named class must exist (and `""` cannot be provisioned).
+fn explicit_class<'f>(
+    name: &str,
+    facts: &'f Facts,
+    fields: &RequestFields,
+    findings: &mut Vec<Finding>,
+) -> Result<(&'f ClassFacts, Chosen), DiskOutcome> {
+    let vol = &fields.volume;
+    if name.is_empty() {
+        // §S3: "" only matches pre-existing PVs; invalid for dynamic provisioning.
+        findings.push(Finding::blocking(
+            "EmptyStorageClassName",
+            &fields.storage_class,
+            format!("{vol} sets an empty storage class name, which only binds pre-existing PersistentVolumes; CDI cannot provision the disk"),
+            format!("remove {} to use the default class, or set it to an RWX-capable class", in_fix(&fields.storage_class, "storageClassName")),
+        ));
+        return Err(DiskOutcome::Blocked);
+    }
+    if !facts.storage_known() {
+        findings.push(no_facts(
+            facts,
+            fields,
+            format!("whether StorageClass {name} offers ReadWriteMany"),
+        ));
+        return Err(DiskOutcome::Undecided);
+    }
+    match facts.class(name) {
+        Some(c) => Ok((c, Chosen::Explicit)),
+        None => {
+            findings.push(Finding::blocking(
+                "StorageClassNotFound",
+                &fields.storage_class,
+                format!("{vol} uses StorageClass {name}, which does not exist on the infrastructure cluster; the disk cannot be provisioned"),
+                rwx_fix(fields, facts),
+            ));
+            Err(DiskOutcome::Blocked)
+        }
+    }
+}
+
+/// §S3: without a class, the newest virt default (the `pvc` API: the Kubernetes default);
+/// none at all blocks, unless explicit access modes might bind a pre-existing PV.
+fn default_class<'f>(
+    req: &StorageRequest,
+    api: Api,
+    facts: &'f Facts,
+    fields: &RequestFields,
+    findings: &mut Vec<Finding>,
+) -> Result<(&'f ClassFacts, Chosen), DiskOutcome> {
+    let vol = &fields.volume;
     if !facts.storage_known() {
         findings.push(no_facts(
             facts,

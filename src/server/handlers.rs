@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tower::{BoxError, ServiceBuilder};
 
 use crate::admission::{self, Context, Endpoint};
-use crate::evaluate::batch::{self, Skipped};
+use crate::batch::{self, Skipped};
 use crate::evaluate::{Report, Verdict};
 use crate::facts::load::{self, Limits as YamlLimits};
 
