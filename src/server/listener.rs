@@ -151,10 +151,12 @@ impl Conn {
         // hyper leaves Nagle on: p99.9 at one connection goes from ~3 to ~33 ms.
         let _ = stream.set_nodelay(true);
         let this = self.clone();
+        // the first-request deadline runs from accept, across the TLS handshake
+        let activity = Activity::new();
         self.tracker.spawn(async move {
             let _slots = slots;
             match &this.tls {
-                None => this.serve(stream, peer).await,
+                None => this.serve(stream, peer, activity).await,
                 Some(tls) => {
                     let accepted = tokio::time::timeout(this.handshake_timeout, tls.acceptor.accept(stream));
                     let stream = match accepted.await {
@@ -169,18 +171,17 @@ impl Conn {
                             return tracing::warn!(%peer, names = ?names, "client certificate name not allowed; closing");
                         }
                     }
-                    this.serve(stream, peer).await
+                    this.serve(stream, peer, activity).await
                 }
             }
         });
     }
 
     /// Serves one connection until it ends, is closed by a deadline, or the drain ends it.
-    async fn serve<I>(&self, io: I, peer: SocketAddr)
+    async fn serve<I>(&self, io: I, peer: SocketAddr, activity: Arc<Activity>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Activity::new();
         let service = ConnService {
             app: self.app.clone(),
             activity: activity.clone(),
