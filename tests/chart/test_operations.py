@@ -358,7 +358,7 @@ def test_webhook_object_selector_and_extra_match_conditions(render):
     for webhook in webhooks(manifests):
         assert webhook["objectSelector"] == selector
         names = [c["name"] for c in webhook["matchConditions"]]
-        assert names == ["kubevirt-platform", "spec-changed", "not-paused"]
+        assert names == ["kubevirt-platform", "spec-or-vm-jsonpatch-changed", "not-paused"]
         assert webhook["matchConditions"][-1] == condition
     assert all("objectSelector" not in w for w in webhooks(render()))
 
