@@ -151,7 +151,7 @@ def test_network_policy_egress_peers_and_extra_rules(render):
 
 
 def test_invalid_network_policy_preset(render_error):
-    assert "networkPolicy.preset must be auto, openshift or none" in render_error(
+    assert "at '/networkPolicy/preset': value must be one of 'auto', 'openshift', 'none'" in render_error(
         {"networkPolicy": {"preset": "ovn"}}
     )
 
