@@ -51,3 +51,10 @@ def test_helm_rejects_typos_and_wrong_types_naming_the_value(render_error, value
 )
 def test_values_of_several_types_and_free_form_objects_are_accepted(render, values):
     render(values)
+
+
+def test_chart_readme_shows_the_real_schema_error(render_error):
+    readme = (ROOT / "charts/live-migration-guard/README.md").read_text()
+    block = readme.split("$ helm install lmg charts/live-migration-guard --set webhok.failurePolicy=Fail\n")[1]
+    shown = block.split("```")[0].strip()
+    assert shown == render_error({"webhok": {"failurePolicy": "Fail"}}).strip()
