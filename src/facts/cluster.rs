@@ -829,6 +829,9 @@ pub struct ListOptions {
     pub page_size: u32,
     /// At most this many external infrastructure clusters are read.
     pub max_infra_clusters: usize,
+    /// With `infra_credentials`: also read the infra credentials of these HostedClusters (the
+    /// CLI's inputs, which may not exist in the cluster yet).
+    pub infra_for: Vec<Arc<HostedCluster>>,
 }
 
 impl Default for ListOptions {
@@ -840,6 +843,7 @@ impl Default for ListOptions {
             infra_credentials: false,
             page_size: 500,
             max_infra_clusters: Options::default().max_infra_clusters,
+            infra_for: Vec::new(),
         }
     }
 }
@@ -948,7 +952,7 @@ pub async fn list_once(
     client: &Client,
     server: &str,
     opts: &ListOptions,
-    progress: &(dyn Fn(Progress) + Sync),
+    progress: &dyn Fn(Progress),
 ) -> Result<Listed, ListError> {
     let mut absent = Vec::new();
     let lister = Lister {
@@ -1019,8 +1023,11 @@ pub async fn list_once(
         hosted_clusters: &hosted_clusters,
     });
     if opts.infra_credentials {
+        // the inputs first: an input's credentials win over the stored object's
+        let mut with_credentials = opts.infra_for.clone();
+        with_credentials.extend(hosted_clusters.iter().cloned());
         for (key, facts) in lister
-            .infra_facts(client, &hosted_clusters, opts.max_infra_clusters)
+            .infra_facts(client, &with_credentials, opts.max_infra_clusters)
             .await
         {
             builder.add_infra(&key.0, &key.1, facts);
@@ -1039,7 +1046,7 @@ pub async fn list_once(
 struct Lister<'a> {
     server: &'a str,
     page_size: u32,
-    progress: &'a (dyn Fn(Progress) + Sync),
+    progress: &'a dyn Fn(Progress),
 }
 
 impl Lister<'_> {
@@ -1181,6 +1188,9 @@ impl Lister<'_> {
             };
             let (ns, name) = hc.key();
             let key = (ns.to_owned(), name.to_owned());
+            if out.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
             if out.len() >= max {
                 out.push((
                     key,

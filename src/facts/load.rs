@@ -397,7 +397,7 @@ fn classify(
     doc: Value,
     source: Source,
     out: &mut Vec<Loaded>,
-    mut raw: Option<&mut Vec<Value>>,
+    raw: Option<&mut Vec<Value>>,
 ) -> Result<(), LoadError> {
     let Value::Object(map) = &doc else {
         return Err(LoadError::Document {
@@ -433,7 +433,7 @@ fn classify(
         };
         return classify(object, source, out, raw);
     }
-    if let Some(raw) = raw.as_deref_mut() {
+    if let Some(raw) = raw {
         raw.push(doc.clone());
     }
     let object = match (api_version.as_str(), kind.as_str()) {
