@@ -769,7 +769,7 @@ pub fn run_evaluate(
                 for api in &read.listed.absent {
                     if !args.quiet {
                         progress.line(&format!(
-                            "note: {api}: not served by {} (CRD not installed); judged without them",
+                            "note: {} does not serve {api}: the CRD is not installed",
                             read.server
                         ));
                     }
@@ -1095,7 +1095,7 @@ pub fn run_audit(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
     if !args.quiet {
         for api in &read.listed.absent {
             progress.line(&format!(
-                "note: {api}: not served by {} (CRD not installed)",
+                "note: {} does not serve {api}: the CRD is not installed",
                 read.server
             ));
         }
@@ -1180,18 +1180,29 @@ pub fn run_audit(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
     code
 }
 
+/// The binary's name, as installed (`cargo install`, the image).
+pub const BIN_NAME: &str = "live-migration-guard";
+
 /// Prints the completion script for `shell`.
 pub fn run_completions(args: &CompletionsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     use clap::CommandFactory as _;
     use clap_complete::Shell;
-    let shell = match args.shell {
+    let shell: Shell = match args.shell {
         CompletionShell::Bash => Shell::Bash,
         CompletionShell::Zsh => Shell::Zsh,
         CompletionShell::Fish => Shell::Fish,
     };
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "live-migration-guard", &mut script);
-    match emit(out, err, &String::from_utf8_lossy(&script)) {
+    clap_complete::generate(shell, &mut Cli::command(), BIN_NAME, &mut script);
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if shell == Shell::Bash {
+        // clap_complete (4.6.12) spells a hyphenated binary's subcommand states one way in its
+        // dispatch loop (`live__migration__guard__subcmd__audit`) and another in the case arms
+        // (`live__subcmd__migration__subcmd__guard__subcmd__audit`), so no subcommand's flags
+        // complete (clap-rs/clap#6421). Spell the arms as the loop does; a no-op once fixed.
+        script = script.replace(&BIN_NAME.replace('-', "__subcmd__"), &BIN_NAME.replace('-', "__"));
+    }
+    match emit(out, err, &script) {
         Ok(()) => EXIT_OK,
         Err(code) => code,
     }
