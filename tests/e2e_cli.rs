@@ -24,6 +24,9 @@ const NS: &str = "clusters";
 const NS_B: &str = "e2e-cli-b";
 /// A namespace without NodePools.
 const NS_EMPTY: &str = "e2e-cli-empty";
+/// A HostedCluster whose VMs run on an "external" infrastructure cluster: this one, through a
+/// kubeconfig Secret.
+const NS_INFRA: &str = "e2e-cli-infra";
 /// Namespaces whose NodePools the webhook of the admission comparison sees (no mode label:
 /// the server's deny; labelled warn).
 const NS_HOOK_DENY: &str = "e2e-cli-hook-deny";
@@ -117,7 +120,7 @@ fn nodepool_on(ns: &str, name: &str, class: &str) -> Value {
 fn set_up() -> Env {
     let k = Cluster::start(&[reader(), no_classes(), namespace_reader()]).expect("binaries present");
     k.install_crds();
-    for ns in [NS, NS_B, NS_EMPTY, NS_HOOK_DENY, NS_HOOK_WARN] {
+    for ns in [NS, NS_B, NS_EMPTY, NS_INFRA, NS_HOOK_DENY, NS_HOOK_WARN] {
         k.kubectl(&["create", "namespace", ns], None)
             .expect_ok("create namespace");
     }
@@ -179,6 +182,41 @@ fn set_up() -> Env {
                      "platform": {"type": "None"}, "release": {"image": RELEASE_IMAGE}, "replicas": 1}}),
     );
     apply(&k, &nodepool_on(NS_B, "fine", "rook-ceph-block"));
+    // the external infrastructure is this cluster again, as its admin
+    k.kubectl(
+        &[
+            "create",
+            "secret",
+            "generic",
+            "infra-kubeconfig",
+            "-n",
+            NS_INFRA,
+            &format!("--from-file=kubeconfig={}", k.kubeconfig().display()),
+        ],
+        None,
+    )
+    .expect_ok("infra kubeconfig Secret");
+    apply(
+        &k,
+        &with(
+            in_ns(
+                fixture_value("hostedcluster-kubevirt-manual-storage-mapping.yaml"),
+                NS_INFRA,
+                "external",
+            ),
+            &[
+                (
+                    "/spec/platform/kubevirt/storageDriver/manual/storageClassMapping",
+                    json!([{"guestStorageClassName": "ceph", "infraStorageClassName": "rook-ceph-block"}]),
+                ),
+                (
+                    "/spec/platform/kubevirt/credentials",
+                    json!({"infraKubeConfigSecret": {"name": "infra-kubeconfig", "key": "kubeconfig"},
+                           "infraNamespace": "guests"}),
+                ),
+            ],
+        ),
+    );
 
     // RBAC: the three token users
     let rule = |resources: &str, group: &str| json!({"apiGroups": [group], "resources": resources.split(',').collect::<Vec<_>>(), "verbs": ["list"]});
@@ -506,6 +544,121 @@ fn audit_as_token_users_with_read_only_and_missing_permissions() {
     );
 }
 
+/// `--infra-credentials=read` reads the HostedCluster's infra kubeconfig Secret and lists that
+/// cluster's facts, as `serve` does: Migratable; without it (or without `get secrets`) the
+/// verdict is Unknown with the reason, which fails only with `--fail-on unknown`.
+#[test]
+fn audit_reads_external_infrastructure_with_infra_credentials() {
+    let Some(e) = env() else { return };
+    let kc = admin(e);
+    let verdict = |o: &Output| -> (String, Vec<String>) {
+        let v: Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|err| panic!("{err}: {}", text(&o.stderr)));
+        let r = &v["reports"][0];
+        let messages = r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f["reason"].as_str().unwrap(),
+                    f["message"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (r["verdict"].as_str().unwrap().to_owned(), messages)
+    };
+    let o = lmg(&[
+        "audit",
+        "--kubeconfig",
+        &kc,
+        "-n",
+        NS_INFRA,
+        "-o",
+        "json",
+        "--infra-credentials",
+        "read",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (v, findings) = verdict(&o);
+    assert_eq!(v, "Migratable", "{findings:?}");
+
+    let o = lmg(&["audit", "--kubeconfig", &kc, "-n", NS_INFRA, "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "Unknown does not fail by default");
+    let (v, findings) = verdict(&o);
+    assert_eq!(v, "Unknown");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.starts_with("ExternalInfraFactsUnavailable: ")),
+        "{findings:?}"
+    );
+    let o = lmg(&[
+        "audit",
+        "--kubeconfig",
+        &kc,
+        "-n",
+        NS_INFRA,
+        "--fail-on",
+        "unknown",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // the read-only user may not get the Secret: Unknown, saying so
+    let reader_kc = e.k.kubeconfig_for(&reader()).display().to_string();
+    let o = lmg(&[
+        "audit",
+        "--kubeconfig",
+        &reader_kc,
+        "-n",
+        NS_INFRA,
+        "-o",
+        "json",
+        "--infra-credentials",
+        "read",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (v, findings) = verdict(&o);
+    assert_eq!(v, "Unknown");
+    assert!(
+        findings.iter().any(|f| f.contains(&format!(
+            "reading Secret {NS_INFRA}/infra-kubeconfig is forbidden (RBAC)"
+        ))),
+        "{findings:?}"
+    );
+
+    // evaluate --cluster reads the credentials of a HostedCluster in the files the same way
+    let hc = lmg(&["audit", "--kubeconfig", &kc, "-n", NS_INFRA, "-o", "json"]);
+    assert!(hc.status.success());
+    let stored = e.k.kubectl(
+        &["get", "hostedcluster", "external", "-n", NS_INFRA, "-o", "json"],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hc.json");
+    std::fs::write(&file, &stored.expect_ok("get HostedCluster").stdout).unwrap();
+    let file = file.to_str().unwrap();
+    let o = lmg(&[
+        "evaluate",
+        "--cluster",
+        "--kubeconfig",
+        &kc,
+        "--infra-credentials",
+        "read",
+        "-o",
+        "json",
+        file,
+    ]);
+    assert_eq!(verdict(&o).0, "Migratable", "{}", text(&o.stderr));
+    let o = lmg(&["evaluate", "--infra-credentials", "read", file]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stderr),
+        "error: --infra-credentials=read reads Secrets of a live cluster: add --cluster\n"
+    );
+}
+
 /// `evaluate --cluster` judges local files against the live facts: the StorageProfile decides
 /// nfs-x, the stored HostedCluster is paired with the file's NodePool; offline the same file is
 /// Unknown. A forbidden list is the same one line as `audit`'s.
@@ -677,13 +830,18 @@ fn readme_audit_and_plugin_blocks_run_as_written() {
     let audit = block("live-migration-guard audit -A ");
     let o = run(&audit);
     let out = text(&o.stdout);
+    let starts = |out: &str, cells: &[&str]| {
+        out.lines()
+            .any(|l| l.split_whitespace().take(cells.len()).eq(cells.iter().copied()))
+    };
     assert!(
         out.lines()
             .next()
-            .is_some_and(|l| l.starts_with("NAMESPACE   KIND ")),
+            .is_some_and(|l| l.split_whitespace().take(2).eq(["NAMESPACE", "KIND"])),
         "{out}\n{}",
         text(&o.stderr)
     );
+    assert!(starts(&out, &[NS, "NodePool", "rwo", "NotMigratable"]), "{out}");
     assert!(out.contains("CONDITION"), "the -o wide line ran: {out}");
     let xml = std::fs::read_to_string(home.path().join("audit.xml")).unwrap();
     assert!(
@@ -701,7 +859,7 @@ fn readme_audit_and_plugin_blocks_run_as_written() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(
-        out.starts_with("NAMESPACE   KIND ") && out.contains("clusters    NodePool        rwo "),
+        starts(&out, &["NAMESPACE", "KIND"]) && starts(&out, &[NS, "NodePool", "rwo", "NotMigratable"]),
         "{out}"
     );
     assert!(
