@@ -753,20 +753,24 @@ pub async fn connect(
         context: context.map(str::to_owned),
         ..Default::default()
     };
+    // the flag to fix: --context when one was given and the file was read, else the file
     let named = |message: String| match (kubeconfig, context) {
-        (Some(path), _) => ConnectError::Kubeconfig {
-            path: path.display().to_string(),
+        (_, Some(c)) => ConnectError::Context {
+            context: c.to_owned(),
             message,
         },
-        (None, Some(c)) => ConnectError::Context {
-            context: c.to_owned(),
+        (Some(path), None) => ConnectError::Kubeconfig {
+            path: path.display().to_string(),
             message,
         },
         (None, None) => ConnectError::NoConfig(message),
     };
     let mut config = match (kubeconfig, context) {
         (Some(path), _) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| named(error_chain(&e)))?;
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| ConnectError::Kubeconfig {
+                path: path.display().to_string(),
+                message: error_chain(&e),
+            })?;
             kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .map_err(|e| named(error_chain(&e)))?
@@ -872,7 +876,7 @@ pub struct Listed {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     #[error(
-        "the API server forbids listing {what} {scope}: {message}; this needs RBAC \"list\" on {resource} {scope}"
+        "listing {what}: {message}; grant RBAC \"list\" on {resource} {scope} (every permission needed: audit --help)"
     )]
     Forbidden {
         what: String,
