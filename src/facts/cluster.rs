@@ -79,6 +79,45 @@ struct WatchHealth {
     absent: bool,
     failing_since: Option<Instant>,
     last_error: Option<String>,
+    /// The last error was a 403: the ServiceAccount's RBAC lacks a verb on this resource.
+    forbidden: bool,
+}
+
+impl WatchHealth {
+    fn recovered(&mut self, name: &str) {
+        if self.failing_since.take().is_some() {
+            tracing::info!(watch = name, "watch recovered");
+        }
+        self.last_error = None;
+        self.forbidden = false;
+    }
+}
+
+/// How often a failing watch is probed (see [`probe`]), and how long a probe may take.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One cheap list (a single item's metadata) and a watch from its resourceVersion that the API
+/// server ends after a second: both answer when the API is reachable and RBAC grants `list`
+/// and `watch`.
+async fn probe<K>(api: &Api<K>) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use futures::TryStreamExt;
+    let list = api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await?;
+    let version = list.metadata.resource_version.unwrap_or_default();
+    let events = api
+        .watch_metadata(&kube::api::WatchParams::default().timeout(1), &version)
+        .await?;
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.try_next().await? {
+        if let kube::api::WatchEvent::Error(status) = event {
+            return Err(kube::Error::Api(status));
+        }
+    }
+    Ok(())
 }
 
 /// A set of watches with shared health and one change signal.
@@ -138,10 +177,12 @@ impl Watches {
                 absent: false,
                 failing_since: None,
                 last_error: None,
+                forbidden: false,
             });
             h.len() - 1
         };
         let (reader, writer) = reflector::store();
+        let probe_api = api.clone();
         let stream = watcher::watcher(api, config)
             .default_backoff()
             .modify(strip)
@@ -149,32 +190,65 @@ impl Watches {
         let this = self.clone();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
-            while let Some(item) = stream.next().await {
+            // While failing, a probe checks that list and watch work again: a watch that kube's
+            // watcher restarts successfully yields no event until an object changes, so in a
+            // quiet cluster nothing else would ever say it recovered.
+            let mut failing = false;
+            loop {
+                let item = tokio::select! {
+                    item = stream.next() => match item {
+                        Some(item) => item,
+                        None => break,
+                    },
+                    () = tokio::time::sleep(PROBE_INTERVAL), if failing => {
+                        if matches!(tokio::time::timeout(PROBE_INTERVAL, probe(&probe_api)).await, Ok(Ok(()))) {
+                            failing = false;
+                            this.update(idx, |w| w.recovered(name));
+                            this.changed.notify_one();
+                        }
+                        continue;
+                    }
+                };
                 match item {
-                    Ok(event) => this.update(idx, |w| {
-                        if w.failing_since.take().is_some() {
-                            tracing::info!(watch = name, "watch recovered");
-                        }
-                        w.absent = false;
-                        w.last_error = None;
-                        if matches!(event, Event::InitDone) {
-                            w.synced = true;
-                        }
-                    }),
-                    Err(e) if not_found(&e) => this.update(idx, |w| {
-                        if !w.absent {
-                            tracing::info!(watch = name, "API not installed (404); continuing without these facts");
-                        }
-                        w.absent = true;
-                        w.failing_since = None;
-                    }),
-                    Err(e) => this.update(idx, |w| {
-                        if w.failing_since.is_none() {
-                            tracing::warn!(watch = name, error = %e, "watch failing; serving from the last known state");
-                        }
-                        w.failing_since.get_or_insert_with(Instant::now);
-                        w.last_error = Some(e.to_string());
-                    }),
+                    // Emitted before each (re-)list, not a sign that the API answered.
+                    Ok(Event::Init) => continue,
+                    Ok(event) => {
+                        failing = false;
+                        this.update(idx, |w| {
+                            w.recovered(name);
+                            w.absent = false;
+                            if matches!(event, Event::InitDone) {
+                                w.synced = true;
+                            }
+                        });
+                    }
+                    Err(e) if not_found(&e) => {
+                        failing = false;
+                        this.update(idx, |w| {
+                            if !w.absent {
+                                tracing::info!(
+                                    watch = name,
+                                    "API not installed (404); continuing without these facts"
+                                );
+                            }
+                            w.absent = true;
+                            w.failing_since = None;
+                            w.last_error = None;
+                            w.forbidden = false;
+                        });
+                    }
+                    Err(e) => {
+                        failing = true;
+                        this.update(idx, |w| {
+                            if w.failing_since.is_none() {
+                                tracing::warn!(watch = name, error = %e, "watch failing; serving from the last known state");
+                            }
+                            w.failing_since.get_or_insert_with(Instant::now);
+                            w.forbidden = api_status(&e).is_some_and(|s| s.code == 403);
+                            w.last_error =
+                                Some(api_status(&e).map_or_else(|| e.to_string(), |s| s.message.clone()));
+                        });
+                    }
                 }
                 this.changed.notify_one();
             }
@@ -188,9 +262,26 @@ impl Watches {
 
     /// Ready when every required watch synced and every optional one synced or is absent;
     /// otherwise the reason.
+    /// A watch that the API server forbids (403) keeps the server unready even after its first
+    /// sync (a ClusterRole with `list` but without `watch` syncs once and then never updates):
+    /// the reason quotes the API server, which names the user, verb and resource.
     fn readiness(&self) -> Result<(), String> {
-        let waiting: Vec<&'static str> = self
-            .health()
+        let health = self.health();
+        let forbidden: Vec<String> = health
+            .iter()
+            .filter(|w| w.forbidden)
+            .map(|w| {
+                format!(
+                    "{}: forbidden by RBAC: {}",
+                    w.name,
+                    w.last_error.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        if !forbidden.is_empty() {
+            return Err(forbidden.join("; "));
+        }
+        let waiting: Vec<&'static str> = health
             .iter()
             .filter(|w| !w.synced && (w.required || !w.absent))
             .map(|w| w.name)
@@ -238,12 +329,17 @@ impl Drop for Watches {
 }
 
 fn not_found(e: &watcher::Error) -> bool {
+    api_status(e).is_some_and(|s| s.code == 404)
+}
+
+/// The API server's answer inside a watch error, if it gave one.
+fn api_status(e: &watcher::Error) -> Option<&kube::core::Status> {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
-        watcher::Error::WatchError(s) => s.code == 404,
-        _ => false,
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s),
+        watcher::Error::WatchError(s) => Some(s),
+        _ => None,
     }
 }
 
