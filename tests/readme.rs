@@ -247,6 +247,8 @@ fn every_sh_block_is_run_by_a_test() {
         "cargo run --release -- serve",
         // the test cluster, started by every real-API-server test through tests/common/kube.rs
         ".tools/bin/kube-test-cluster --dir /tmp/kc",
+        // building the image: the project's machines have no container engine
+        "podman build -t registry.example.com/lmg/live-migration-guard:dev",
     ];
     for (first, block) in sh_blocks(&readme()) {
         let known = tested
