@@ -139,9 +139,10 @@ pub fn default_listen(port: u16) -> std::net::SocketAddr {
 /// Exit codes, as listed in `evaluate --help`.
 pub const EVALUATE_EXIT_CODES: &str = "\
 Exit codes:
-  0  nothing is NotMigratable (Unknown too, unless --fail-on unknown)
-  1  something is NotMigratable (or Unknown with --fail-on unknown)
-  2  usage or input errors (each named on stderr with its file and document)
+  0  nothing is NotMigratable (Unknown too, unless --fail-on unknown); --admission: all allowed
+  1  something is NotMigratable (or Unknown with --fail-on unknown); --admission: one is denied
+  2  usage or input errors (each named on stderr with its file and document); --cluster: the
+     API server cannot be read (unreachable, forbidden: one line naming the resource)
 
 Files in a directory that are not Kubernetes objects (values.yaml, ...) are skipped with a
 note; objects of other kinds are listed on stderr. A closed output pipe ends quietly (exit 0).";
@@ -451,6 +452,7 @@ pub struct EvaluateArgs {
         long,
         value_enum,
         default_value = "warn",
+        requires = "admission",
         help_heading = "Admission simulation"
     )]
     pub mode: crate::admission::Mode,

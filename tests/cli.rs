@@ -1080,6 +1080,7 @@ fn admission_simulation_flags() {
         &["--old", "x.yaml"][..],
         &["--namespace-mode", "deny"],
         &["--deny-unknown"],
+        &["--mode", "deny"],
     ] {
         let o = in_repo(&[&["evaluate"][..], flag, &[np]].concat());
         assert_eq!(o.status.code(), Some(2), "{flag:?}");
