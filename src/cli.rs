@@ -439,8 +439,8 @@ pub struct EvaluateArgs {
         help_heading = "Facts from a cluster"
     )]
     pub infra_credentials: InfraCredentials,
-    /// Print progress on stderr while listing ("listed 120 NodePools"); always on when
-    /// stderr is a terminal.
+    /// Print progress on stderr while listing ("listed 120 NodePools"); on by default when
+    /// stderr is a terminal (unless --quiet).
     #[arg(short, long, help_heading = "Facts from a cluster")]
     pub verbose: bool,
     /// Print what the webhook would answer for each object, as kubectl shows it: `Warning:`
@@ -533,8 +533,8 @@ pub struct AuditArgs {
     /// external infrastructure clusters' facts, as `serve --infra-credentials=read` does.
     #[arg(long, value_enum, default_value = "off")]
     pub infra_credentials: InfraCredentials,
-    /// Print progress on stderr while listing ("listed 120 NodePools"); always on when
-    /// stderr is a terminal.
+    /// Print progress on stderr while listing ("listed 120 NodePools"); on by default when
+    /// stderr is a terminal (unless --quiet).
     #[arg(short, long)]
     pub verbose: bool,
 }
@@ -752,7 +752,10 @@ pub fn run_evaluate(
                 _ => None,
             })
             .collect();
-        let progress = crate::live::ProgressSink::new(err, args.verbose || crate::live::stderr_is_terminal());
+        let progress = crate::live::ProgressSink::new(
+            err,
+            args.verbose || (!args.quiet && crate::live::stderr_is_terminal()),
+        );
         let read = crate::live::read(
             args.kubeconfig.as_deref(),
             args.context.as_deref(),
@@ -1063,7 +1066,10 @@ fn run_admission(
 /// Runs `audit`: lists the cluster once and prints every KubeVirt NodePool and HostedCluster
 /// with its verdict. Returns the process exit code.
 pub fn run_audit(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let progress = crate::live::ProgressSink::new(err, args.verbose || crate::live::stderr_is_terminal());
+    let progress = crate::live::ProgressSink::new(
+        err,
+        args.verbose || (!args.quiet && crate::live::stderr_is_terminal()),
+    );
     let mut chosen = String::new();
     let read = crate::live::read(
         args.kubeconfig.as_deref(),
