@@ -3,7 +3,7 @@
 //! secured metrics filter and kube-rbac-proxy do it.
 //!
 //! - `kubernetes`: the bearer token goes to a `TokenReview` (optionally for given audiences),
-//!   the user it names to a `SubjectAccessReview`: non-resource URL `/v1/evaluate` verb `create`,
+//!   the user it names to a `SubjectAccessReview`: non-resource URL `/v1/evaluate` verb `post` (non-resource verbs are the lowercase HTTP method, as the API server authorizes its own non-resource URLs),
 //!   `/metrics` verb `get`; `/v1/report` is filtered to the objects of the namespaces where the
 //!   user may `list` `nodepools` / `hostedclusters` (`hypershift.openshift.io`), everything with
 //!   a cluster-wide `list`. Answers are cached for a short TTL (denials for a shorter one) in
@@ -742,7 +742,7 @@ pub async fn side(
             Ok(user) => {
                 let attrs = Attributes::NonResource {
                     path: EVALUATE_PATH,
-                    verb: "create",
+                    verb: "post",
                 };
                 k.require(&user, &attrs).await.inspect_err(|e| {
                     tracing::info!(user = user.name.as_str(), endpoint, error = %e, "refused");

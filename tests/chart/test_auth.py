@@ -49,7 +49,7 @@ def test_the_service_account_is_an_auth_delegator_only_with_kubernetes_auth(rend
 def test_access_cluster_roles_grant_exactly_the_documented_permissions(render):
     manifests = render()
     assert rules(manifests.one("ClusterRole", f"{FULLNAME}-evaluate")) == [
-        {"nonResourceURLs": ["/v1/evaluate"], "verbs": ["create"]}
+        {"nonResourceURLs": ["/v1/evaluate"], "verbs": ["post"]}
     ]
     assert rules(manifests.one("ClusterRole", f"{FULLNAME}-report-reader")) == [
         {"apiGroups": ["hypershift.openshift.io"], "resources": ["nodepools", "hostedclusters"], "verbs": ["list"]}
@@ -172,7 +172,7 @@ def test_helm_test_hook_calls_evaluate_with_its_own_service_account_and_grant(re
             assert annotations["helm.sh/hook-weight"] == "-1"
             assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
     role = manifests.one("ClusterRole", TEST)
-    assert rules(role) == [{"nonResourceURLs": ["/v1/evaluate"], "verbs": ["create"]}], "exactly what it needs"
+    assert rules(role) == [{"nonResourceURLs": ["/v1/evaluate"], "verbs": ["post"]}], "exactly what it needs"
     binding = manifests.one("ClusterRoleBinding", TEST)
     assert binding["roleRef"] == {"apiGroup": RBAC, "kind": "ClusterRole", "name": TEST}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": TEST, "namespace": NAMESPACE}]

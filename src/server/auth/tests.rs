@@ -97,7 +97,7 @@ async fn body_of(resp: Response) -> (u16, Value) {
 
 const EVALUATE: Attributes = Attributes::NonResource {
     path: EVALUATE_PATH,
-    verb: "create",
+    verb: "post",
 };
 
 #[test]
@@ -142,11 +142,11 @@ async fn errors_map_to_401_403_503_with_a_status_body() {
     assert_eq!(body["code"], 403);
     let message = body["message"].as_str().unwrap();
     assert!(
-        message.starts_with("forbidden: User \"alice\" cannot create non-resource URL \"/v1/evaluate\"; grant it with a ClusterRole rule"),
+        message.starts_with("forbidden: User \"alice\" cannot post non-resource URL \"/v1/evaluate\"; grant it with a ClusterRole rule"),
         "{message}"
     );
     assert!(
-        message.contains("--non-resource-url=/v1/evaluate --verb=create"),
+        message.contains("--non-resource-url=/v1/evaluate --verb=post"),
         "{message}"
     );
     let (code, body) = body_of(
@@ -192,7 +192,7 @@ async fn a_valid_token_and_an_allowed_review_are_cached_for_the_ttl() {
     assert_eq!(sar["spec"]["uid"], "u-1");
     assert_eq!(
         sar["spec"]["nonResourceAttributes"],
-        json!({"path": "/v1/evaluate", "verb": "create"})
+        json!({"path": "/v1/evaluate", "verb": "post"})
     );
 }
 
@@ -208,7 +208,7 @@ async fn a_denied_review_is_403_naming_the_permission_and_cached_for_the_negativ
     assert_eq!(e.status_code(), 403);
     assert!(
         e.to_string()
-            .starts_with("forbidden: User \"alice\" cannot create non-resource URL \"/v1/evaluate\""),
+            .starts_with("forbidden: User \"alice\" cannot post non-resource URL \"/v1/evaluate\""),
         "{e}"
     );
     let _ = f.auth.require(&alice, &EVALUATE).await.unwrap_err();
@@ -390,10 +390,12 @@ async fn a_failing_review_fails_the_whole_report() {
     assert_eq!(f.auth.visible_reports(&u, &all).await.unwrap().reports.len(), 2);
     let f = fake(
         KubeAuthSettings::default(),
-        Arc::new(|_, sent| match sent["spec"]["resourceAttributes"]["namespace"].as_str() {
-            Some("b") => Err(500),
-            _ => Ok(json!({"allowed": false})),
-        }),
+        Arc::new(
+            |_, sent| match sent["spec"]["resourceAttributes"]["namespace"].as_str() {
+                Some("b") => Err(500),
+                _ => Ok(json!({"allowed": false})),
+            },
+        ),
     );
     let e = f.auth.visible_reports(&u, &all).await.unwrap_err();
     assert_eq!(e.status_code(), 503, "never a partial list");
