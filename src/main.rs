@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use live_migration_guard::cli::{
-    CertsCommand, Cli, Command, InfraCredentials, LogFormat, MetricsAuth, ServeArgs, run_evaluate,
+    CertsCommand, Cli, Command, EvaluateAuth, InfraCredentials, LogFormat, MetricsAuth, ServeArgs,
+    run_evaluate,
 };
 use live_migration_guard::facts::{self, Snapshot, load};
 use live_migration_guard::server::auth::KubeAuth;
@@ -200,6 +201,13 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     }
     if let Some(side) = server.side_addr() {
         tracing::info!(listen = %side?, auth = ?args.evaluate_auth(), "serving /v1/evaluate and /v1/report on a separate listener");
+    }
+    let side_addr = args.evaluate_listen.unwrap_or(args.listen);
+    if args.evaluate_auth() == EvaluateAuth::None && !side_addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %side_addr,
+            "/v1/evaluate and /v1/report are unauthenticated on a non-loopback address: anyone who reaches it can read every audited object; use --evaluate-listen with --evaluate-auth kubernetes (or token)"
+        );
     }
     if args.metrics_auth == MetricsAuth::Kubernetes {
         tracing::info!("/metrics needs a Kubernetes token allowed to get the non-resource URL /metrics");

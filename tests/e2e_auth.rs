@@ -1131,3 +1131,128 @@ fn kubernetes_auth_without_a_cluster_is_refused_at_start() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// The added latency of an authorized `POST /v1/evaluate`, cache hit and cache miss, against
+/// the unauthenticated call in the same run: three servers on the same cluster (`--evaluate-auth
+/// none`; `kubernetes` with a 1 h cache; `kubernetes` with the cache off, so every call costs a
+/// TokenReview and a SubjectAccessReview), called in turn over kept-alive HTTP/1.1
+/// connections. Prints the numbers; asserts only that every call succeeded.
+///
+/// `cargo test --release --test e2e_auth measure_authorized_call_latency -- --ignored --nocapture`
+/// (`LMG_AUTH_BENCH_CALLS`, default 300 per server).
+#[test]
+#[ignore = "a measurement: run it on purpose (see the doc comment)"]
+fn measure_authorized_call_latency() {
+    use common::server::{SERVICE_HOST, client_for};
+    let Some(e) = env() else { return };
+    let calls: usize = std::env::var("LMG_AUTH_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let common_args = ["--dns-name", SERVICE_HOST, "--audit-interval", "0s"];
+    let start = |name: &str, auth: &[&str]| {
+        let args: Vec<&str> = common_args.iter().chain(auth).copied().collect();
+        Webhook::start(&e.k.dir().join(name), Some((&e.k, &chart_sa())), &args)
+    };
+    let servers = [
+        (
+            "unauthenticated",
+            start("bench-none", &["--evaluate-auth", "none"]),
+        ),
+        (
+            "kubernetes, cache hit",
+            start(
+                "bench-hit",
+                &["--evaluate-auth", "kubernetes", "--auth-cache-ttl", "1h"],
+            ),
+        ),
+        (
+            "kubernetes, cache miss",
+            start(
+                "bench-miss",
+                &[
+                    "--evaluate-auth",
+                    "kubernetes",
+                    "--auth-cache-ttl",
+                    "0s",
+                    "--auth-cache-negative-ttl",
+                    "0s",
+                ],
+            ),
+        ),
+    ];
+    let token = pipeline().token;
+    let body = nodepool_yaml();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(calls); servers.len()];
+    rt.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let clients: Vec<_> = servers
+            .iter()
+            .map(|(_, w)| (client_for(&w.ca_pem, w.side, false, None), w.side.port()))
+            .collect();
+        let call = |i: usize| {
+            let (client, port) = &clients[i];
+            client
+                .post(format!("https://{SERVICE_HOST}:{port}/v1/evaluate"))
+                .bearer_auth(&token)
+                .header("Content-Type", "application/yaml")
+                .body(body.clone())
+                .send()
+        };
+        // Warm-up: connections, the hit server's cache, the grant reaching the authorizer.
+        for i in 0..servers.len() {
+            let mut ok = 0;
+            let deadline = Instant::now() + GRANT_WAIT;
+            while ok < 20 {
+                let status = call(i)
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string());
+                if status == Ok(200) {
+                    ok += 1;
+                } else {
+                    assert!(Instant::now() < deadline, "{}: {status:?}", servers[i].0);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        // Interleaved, so the machine's load drifts alike for the three.
+        for _ in 0..calls {
+            for (i, s) in samples.iter_mut().enumerate() {
+                let t = Instant::now();
+                let resp = call(i).await.expect("request");
+                assert_eq!(resp.status(), 200, "{}", servers[i].0);
+                resp.bytes().await.expect("body");
+                s.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    });
+    let stats = |s: &mut Vec<f64>| {
+        s.sort_by(f64::total_cmp);
+        let q = |p: f64| s[((s.len() as f64 - 1.0) * p).round() as usize];
+        (s.iter().sum::<f64>() / s.len() as f64, q(0.5), q(0.9), q(0.99))
+    };
+    let all: Vec<(f64, f64, f64, f64)> = samples.iter_mut().map(stats).collect();
+    let (base_mean, base_p50, ..) = all[0];
+    println!("POST /v1/evaluate, {calls} calls each, one kept-alive HTTP/1.1 connection per server:");
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "server", "mean ms", "p50 ms", "p90 ms", "p99 ms", "p50 ratio", "+p50 ms"
+    );
+    for ((name, _), (mean, p50, p90, p99)) in servers.iter().zip(&all) {
+        println!(
+            "{name:<24} {mean:>9.3} {p50:>9.3} {p90:>9.3} {p99:>9.3} {:>10.2} {:>10.3}",
+            p50 / base_p50,
+            p50 - base_p50
+        );
+    }
+    println!(
+        "(mean ratio hit {:.2}, miss {:.2})",
+        all[1].0 / base_mean,
+        all[2].0 / base_mean
+    );
+}

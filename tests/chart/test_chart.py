@@ -337,6 +337,8 @@ def test_notes_render(helm):
     notes = result.stdout.split("NOTES:", 1)[1]
     assert f"rollout status deployment/{FULLNAME}" in notes
     assert "--dry-run=server" in notes
+    assert f"--clusterrole={FULLNAME}-evaluate" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
 # --- webhook configuration -------------------------------------------------------------------

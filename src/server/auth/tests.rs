@@ -459,3 +459,26 @@ fn the_token_file_is_looked_at_no_more_often_than_the_check_interval() {
         "not re-read before the interval"
     );
 }
+
+/// The in-process cost of an authorized call on a cache hit (token SHA-256 and lookup, the
+/// access review's key and lookup), below what an HTTP measurement on a shared machine can
+/// resolve. `cargo test --release --lib cache_hit_cost -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement: run it on purpose"]
+async fn cache_hit_cost() {
+    let f = fake(KubeAuthSettings::default(), script(|_, _| true));
+    // A ServiceAccount JWT is about 1 KB.
+    let token = format!("good-{}", "x".repeat(1000));
+    let h = headers(&token);
+    let user = f.auth.authenticate(&h).await.unwrap();
+    f.auth.require(&user, &EVALUATE).await.unwrap();
+    let n = 100_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        let user = f.auth.authenticate(&h).await.unwrap();
+        f.auth.require(&user, &EVALUATE).await.unwrap();
+    }
+    let per = t.elapsed() / n;
+    assert_eq!(f.calls.load(Ordering::SeqCst), 2, "all hits");
+    println!("cache hit: {per:?} per authorized call (authenticate + require), {n} calls");
+}
