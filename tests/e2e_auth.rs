@@ -1204,7 +1204,7 @@ fn measure_authorized_call_latency() {
                 .send()
         };
         // Warm-up: connections, the hit server's cache, the grant reaching the authorizer.
-        for i in 0..servers.len() {
+        for (i, (name, _)) in servers.iter().enumerate() {
             let mut ok = 0;
             let deadline = Instant::now() + GRANT_WAIT;
             while ok < 20 {
@@ -1215,7 +1215,7 @@ fn measure_authorized_call_latency() {
                 if status == Ok(200) {
                     ok += 1;
                 } else {
-                    assert!(Instant::now() < deadline, "{}: {status:?}", servers[i].0);
+                    assert!(Instant::now() < deadline, "{name}: {status:?}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
