@@ -10,5 +10,8 @@ pub mod certs;
 pub mod cli;
 pub mod evaluate;
 pub mod facts;
+pub mod live;
+pub mod render;
 pub mod resources;
 pub mod server;
+pub mod simulate;

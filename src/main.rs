@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use live_migration_guard::cli::{
-    CertsCommand, Cli, Command, EvaluateAuth, InfraCredentials, LogFormat, MetricsAuth, ServeArgs,
+    self, CertsCommand, Cli, Command, EvaluateAuth, InfraCredentials, LogFormat, MetricsAuth, ServeArgs,
     run_evaluate,
 };
 use live_migration_guard::facts::{self, Snapshot, load};
@@ -15,8 +15,27 @@ use live_migration_guard::server::{self, Server, metrics::Metrics};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // As a kubectl plugin (`kubectl-live_migration_guard`), help and usage say
+    // `kubectl live-migration-guard`.
+    let mut command = Cli::command();
+    if let Some(name) = cli::plugin_name(std::env::args_os().next().as_deref()) {
+        command = command.bin_name(name);
+    }
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
+        Command::Audit(args) => ExitCode::from(cli::run_audit(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
+        Command::Completions(args) => ExitCode::from(cli::run_completions(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
         Command::Evaluate(args) => {
             let code = run_evaluate(
                 &args,
@@ -170,9 +189,20 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         (live.snapshot.clone(), Some(live))
     } else {
         drop(audit_tx);
+        // As lenient as `evaluate --facts`: a directory's values.yaml is skipped, said once.
         let mut loaded = Vec::new();
         for path in &args.facts {
-            loaded.extend(load::load_path(path).map_err(|e| anyhow::anyhow!("--facts {e}"))?);
+            let found = load::load_path_lenient(path);
+            if let Some(e) = found.errors.first() {
+                match found.errors.len() - 1 {
+                    0 => anyhow::bail!("--facts {e}"),
+                    more => anyhow::bail!("--facts {e} (and {more} more broken file(s))"),
+                }
+            }
+            for (file, why) in found.not_objects {
+                tracing::warn!(%file, "--facts: skipped: {why}");
+            }
+            loaded.extend(found.loaded);
         }
         let (builder, unused) = facts::builder_from(&loaded);
         for (source, kind) in unused {

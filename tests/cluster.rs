@@ -313,3 +313,24 @@ async fn external_infra_clusters_from_credentials() {
     let r = live_migration_guard::evaluate::evaluate_hostedcluster(&hc, &snap.facts, &[]);
     assert_eq!(r.verdict.as_str(), "Migratable", "{:#?}", r.findings);
 }
+
+/// A watch that fails and is then restarted by kube's watcher yields no event until an object
+/// changes; in a quiet cluster the facts would count as stale forever and, past the bound,
+/// every verdict would turn Unknown. The failing watch is probed (list + watch) until it
+/// answers: the staleness goes back to zero with no object changed.
+#[tokio::test]
+async fn a_quiet_recovery_ends_the_staleness() {
+    let api = FakeApiServer::start().await;
+    api.register_all();
+    api.apply(STORAGE_CLASSES, sc("ceph", "rbd.csi.ceph.com", &[VIRT_DEFAULT]));
+    let live = cluster::start(api.client(), opts());
+    until(&live.snapshot, "ready", |s| s.ready).await;
+    api.refuse_watches(Some(500));
+    until(&live.snapshot, "stale", |s| s.stale_seconds > 0.0).await;
+    api.refuse_watches(None);
+    let snap = until(&live.snapshot, "fresh again without any change", |s| {
+        s.stale_seconds == 0.0
+    })
+    .await;
+    assert_eq!(verdict_of(&snap, &minimal_np()), "Migratable");
+}

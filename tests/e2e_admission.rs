@@ -86,6 +86,16 @@ struct Webhook {
 
 impl Webhook {
     fn start(k: &Cluster, token: &Token, extra: &[&str], name: &str) -> Webhook {
+        Self::spawn(k, token, extra, name, None)
+    }
+
+    /// A server whose certificate comes from files (`extra` has --tls-cert and --tls-key),
+    /// signed by the CA in `ca_pem`.
+    fn start_with_files(k: &Cluster, token: &Token, extra: &[&str], name: &str, ca_pem: &str) -> Webhook {
+        Self::spawn(k, token, extra, name, Some(ca_pem))
+    }
+
+    fn spawn(k: &Cluster, token: &Token, extra: &[&str], name: &str, files_ca: Option<&str>) -> Webhook {
         let dir = k.dir().join(format!("webhook-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -103,8 +113,11 @@ impl Webhook {
             .arg(k.kubeconfig_for(token))
             .args(["--listen", &listen.to_string()])
             .args(["--ops-listen", &ops.to_string()])
-            .arg("--ca-bundle-out")
-            .arg(&ca_out)
+            .args(if files_ca.is_none() {
+                vec!["--ca-bundle-out".to_owned(), ca_out.display().to_string()]
+            } else {
+                vec![]
+            })
             .args(["--shutdown-delay", "0s", "--shutdown-timeout", "2s"])
             .args(extra)
             .stdin(Stdio::piped())
@@ -115,7 +128,12 @@ impl Webhook {
         let stdin = shell.stdin.take();
         let deadline = Instant::now() + Duration::from_secs(30);
         let ca_pem = loop {
-            if let Ok(pem) = std::fs::read_to_string(&ca_out)
+            if let Some(pem) = files_ca {
+                // Up once the ops port answers (it opens after the TLS listener is bound).
+                if http_get(ops, "/healthz").is_some() {
+                    break pem.to_owned();
+                }
+            } else if let Ok(pem) = std::fs::read_to_string(&ca_out)
                 && pem.contains("END CERTIFICATE")
             {
                 break pem;
@@ -659,6 +677,65 @@ fn readiness_waits_for_synced_watches() {
     )
     .expect_ok("bind");
     w.wait_ready(Duration::from_secs(90));
+}
+
+/// (8) The chart's ClusterRole without one verb (`watch` on StorageClasses): the first list
+/// succeeds, so a server that only waited for its first sync would be ready and then never see a
+/// class change. It stays not ready, and `/readyz` quotes the API server naming the user, verb
+/// and resource; granting the verb makes it ready without a restart.
+#[test]
+fn a_cluster_role_missing_one_verb_keeps_the_server_unready_and_names_it() {
+    let Some(e) = env() else { return };
+    let _t = traffic();
+    let k = e.k;
+    let mut role = chart_objects(&e.webhook, &["ClusterRole"])["items"][0].clone();
+    role["metadata"] = json!({ "name": "e2e-partial" });
+    let mut removed = false;
+    for rule in role["rules"].as_array_mut().expect("rules") {
+        if rule["resources"] == json!(["storageclasses"]) {
+            rule["verbs"] = json!(["list"]);
+            removed = true;
+        }
+    }
+    assert!(
+        removed,
+        "the chart's ClusterRole has a storageclasses rule: {role}"
+    );
+    k.kubectl(&["apply", "-f", "-"], Some(&role.to_string()))
+        .expect_ok("partial ClusterRole");
+    k.kubectl(
+        &[
+            "create",
+            "clusterrolebinding",
+            "e2e-partial",
+            "--clusterrole=e2e-partial",
+            "--serviceaccount=live-migration-guard:partial",
+        ],
+        None,
+    )
+    .expect_ok("bind");
+    let w = Webhook::start(k, &kube::partial_service_account(), &[], "partial");
+    let expected = "StorageClasses: forbidden by RBAC: storageclasses.storage.k8s.io is forbidden: User \"system:serviceaccount:live-migration-guard:partial\" cannot watch resource \"storageclasses\" in API group \"storage.k8s.io\" at the cluster scope";
+    poll(
+        Duration::from_secs(30),
+        "readyz names the forbidden watch",
+        || match http_get(w.ops, "/readyz") {
+            Some((503, body)) if body.contains(expected) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // It stays so (the list succeeded long ago; only the watch is refused).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(w.readyz(), Some(503), "{}", kube::tail(&w.log, 20));
+    role["rules"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .filter(|r| r["resources"] == json!(["storageclasses"]))
+        .for_each(|r| r["verbs"] = json!(["list", "watch"]));
+    k.kubectl(&["apply", "-f", "-"], Some(&role.to_string()))
+        .expect_ok("complete ClusterRole");
+    w.wait_ready(Duration::from_secs(60));
 }
 
 /// (12) a HostedCluster mapping guest storage to an RWO-first infra class is warned at CREATE.
@@ -1399,4 +1476,220 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
                     .join("\n")
             })
     });
+}
+
+/// A Secret volume as the kubelet lays it out: `DIR/..data` points at a timestamped folder with
+/// the files, and `DIR/tls.crt`, `DIR/tls.key` point through `..data`. An update writes a new
+/// folder and swaps `..data` with one rename, then removes the old folder.
+struct SecretVolume {
+    dir: PathBuf,
+    version: u32,
+}
+
+impl SecretVolume {
+    fn new(dir: PathBuf, pair: &live_migration_guard::certs::Generated) -> Self {
+        use std::os::unix::fs::symlink;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = SecretVolume { dir, version: 0 };
+        v.update(pair);
+        for f in ["tls.crt", "tls.key"] {
+            symlink(format!("..data/{f}"), v.dir.join(f)).unwrap();
+        }
+        v
+    }
+
+    fn update(&mut self, pair: &live_migration_guard::certs::Generated) {
+        use std::os::unix::fs::symlink;
+        self.version += 1;
+        let name = format!("..2026_12_01_00_00_0{}.{}", self.version, std::process::id());
+        let folder = self.dir.join(&name);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("tls.crt"), &pair.tls_crt).unwrap();
+        std::fs::write(folder.join("tls.key"), &pair.tls_key).unwrap();
+        let old = std::fs::read_link(self.dir.join("..data")).ok();
+        let tmp = self.dir.join("..data_tmp");
+        symlink(&name, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        if let Some(old) = old {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+}
+
+/// (10) Certificate rotation while kubectl applies in a loop: a server reading its pair from a
+/// kubelet-style Secret volume, a webhook configuration of its own (the chart's NodePool
+/// webhook as rendered, `failurePolicy: Fail`, selecting only this test's namespace, which the
+/// chart's configuration ignores). The rotation as the chart's modes do it: the caBundle first
+/// holds old + new CA, then the pair is swapped through `..data`, then the bundle drops the old
+/// CA. Every apply must succeed and be warned (so the webhook answered it), including those made
+/// after the API server trusts only the new CA.
+#[test]
+fn certificate_rotation_while_applying_fails_no_apply() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(e) = env() else { return };
+    let _t = traffic();
+    let k = e.k;
+    let ns = "e2e-rotation";
+    namespace(k, ns, None);
+    k.kubectl(
+        &[
+            "label",
+            "namespace",
+            ns,
+            "live-migration-guard.io/ignore=true",
+            "e2e-rotation=true",
+        ],
+        None,
+    )
+    .expect_ok("label");
+    let names = ["127.0.0.1".to_owned()];
+    let first = live_migration_guard::certs::generate(&names, 30).unwrap();
+    let second = live_migration_guard::certs::generate(&names, 60).unwrap();
+    let dir = k.dir().join("webhook-rotation-secret");
+    let mut volume = SecretVolume::new(dir.clone(), &first);
+    let webhook = Webhook::start_with_files(
+        k,
+        &kube::chart_service_account(),
+        &[
+            "--tls-cert",
+            &dir.join("tls.crt").display().to_string(),
+            "--tls-key",
+            &dir.join("tls.key").display().to_string(),
+            "--tls-reload-interval",
+            "500ms",
+        ],
+        "rotation",
+        &first.ca_crt,
+    );
+    webhook.wait_ready(Duration::from_secs(60));
+    let expiry = || {
+        webhook
+            .metrics()
+            .lines()
+            .find(|l| l.starts_with("live_migration_guard_certificate_expiry_timestamp_seconds "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .expect("expiry metric")
+    };
+    let first_expiry = expiry();
+
+    let mut config = chart_objects(&webhook, &["ValidatingWebhookConfiguration"])["items"][0].clone();
+    config["metadata"] = json!({ "name": "e2e-rotation" });
+    let hooks = config["webhooks"].as_array_mut().unwrap();
+    hooks.retain(|h| h["name"] == "nodepools.live-migration-guard.io");
+    hooks[0]["failurePolicy"] = json!("Fail");
+    hooks[0]["namespaceSelector"] = json!({ "matchLabels": { "e2e-rotation": "true" } });
+    let with_bundle = |pems: &[&str]| {
+        let mut c = config.clone();
+        c["webhooks"][0]["clientConfig"]["caBundle"] = json!(b64(pems.concat().as_bytes()));
+        c.to_string()
+    };
+    struct DeleteConfig<'a>(&'a Cluster);
+    impl Drop for DeleteConfig<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kubectl(
+                &[
+                    "delete",
+                    "validatingwebhookconfiguration",
+                    "e2e-rotation",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
+        }
+    }
+    let _delete = DeleteConfig(k);
+    k.kubectl(&["apply", "-f", "-"], Some(&with_bundle(&[&first.ca_crt])))
+        .expect_ok("webhook configuration, first CA");
+    poll(Duration::from_secs(30), "the rotation webhook is called", || {
+        let out = apply(k, &rwo_nodepool(ns, "probe"), &["--dry-run=server"]);
+        if out.stderr.contains("Warning: DisksNotLiveMigratable") {
+            Ok(())
+        } else {
+            Err(out.stderr)
+        }
+    });
+
+    // The loop: a new NodePool per apply (a CREATE always reaches the webhook).
+    let stop = AtomicBool::new(false);
+    let phase = std::sync::atomic::AtomicU32::new(0);
+    let results = std::thread::scope(|s| {
+        let looper = s.spawn(|| {
+            let mut results = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let at = phase.load(Ordering::SeqCst);
+                let out = apply(k, &rwo_nodepool(ns, &format!("np-{i}")), &[]);
+                results.push((at, out));
+            }
+            results
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        // 1: the API server trusts old and new CA.
+        k.kubectl(
+            &["apply", "-f", "-"],
+            Some(&with_bundle(&[&first.ca_crt, &second.ca_crt])),
+        )
+        .expect_ok("bundle old + new");
+        phase.store(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(3));
+        // 2: the kubelet swaps the Secret's files; the server reloads them.
+        volume.update(&second);
+        poll(Duration::from_secs(10), "the server reloads the new pair", || {
+            let now = expiry();
+            if now > first_expiry {
+                Ok(())
+            } else {
+                Err(format!("expiry {now}"))
+            }
+        });
+        phase.store(2, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(3));
+        // 3: only the new CA is trusted.
+        k.kubectl(&["apply", "-f", "-"], Some(&with_bundle(&[&second.ca_crt])))
+            .expect_ok("bundle new only");
+        // The API server picks the configuration up through an informer: give it a moment
+        // before counting applies as made under the new CA only.
+        std::thread::sleep(Duration::from_secs(2));
+        phase.store(3, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(4));
+        stop.store(true, Ordering::SeqCst);
+        looper.join().expect("apply loop")
+    });
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, out)| !out.ok() || !out.stderr.contains("Warning: DisksNotLiveMigratable"))
+        .map(|(at, out)| format!("phase {at}: {} {}", out.stdout, out.stderr))
+        .collect();
+    let per_phase: Vec<usize> = (0..4)
+        .map(|p| results.iter().filter(|(at, _)| *at == p).count())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} applies failed or were not checked:\n{}",
+        failed.len(),
+        results.len(),
+        failed.join("\n")
+    );
+    assert!(
+        per_phase.iter().all(|&n| n >= 3),
+        "too few applies in some phase of the rotation: {per_phase:?}"
+    );
+    let reloads = webhook
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("live_migration_guard_certificate_reloads_total{"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert!(
+        reloads
+            .iter()
+            .any(|l| l.contains("result=\"reloaded\"") && !l.ends_with(" 0")),
+        "{reloads:?}"
+    );
+    eprintln!(
+        "rotation: {} applies, per phase {per_phase:?}, 0 failed",
+        results.len()
+    );
 }

@@ -337,6 +337,11 @@ impl Server {
 
         shutdown.await;
         state.health.start_draining();
+        if config.shutdown_delay.is_zero() {
+            // No delay: idle connections go straight to the grace after the listener closes;
+            // none may be closed as "idle during the delay" in between.
+            stop_accepting.cancel();
+        }
         draining.cancel();
         tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge (idle connections are closed, responses say Connection: close); press Ctrl-C again to exit at once, or pass --shutdown-delay=0s to skip the delay");
         tokio::time::sleep(config.shutdown_delay).await;

@@ -119,7 +119,7 @@ def test_side_endpoints_on_the_webhook_port_are_unauthenticated_and_need_no_extr
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"sideEndpoints": {"auth": "oidc"}}, 'sideEndpoints.auth must be kubernetes, token or none, not "oidc"'),
+        ({"sideEndpoints": {"auth": "oidc"}}, "at '/sideEndpoints/auth': value must be one of 'kubernetes', 'token', 'none'"),
         (
             {"sideEndpoints": {"separatePort": False}},
             "sideEndpoints.auth=kubernetes needs sideEndpoints.separatePort=true",
@@ -129,14 +129,15 @@ def test_side_endpoints_on_the_webhook_port_are_unauthenticated_and_need_no_extr
             {"sideEndpoints": {"auth": "token", "tokenSecret": "t"}},
             "helmTest.enabled with sideEndpoints.auth=token",
         ),
-        ({"metricsAuth": "basic"}, 'metricsAuth must be kubernetes or none, not "basic"'),
+        ({"metricsAuth": "basic"}, "at '/metricsAuth': value must be one of 'kubernetes', 'none'"),
+        ({"sideEndpoints": {"cache": {"ttl": "ten seconds"}}}, "at '/sideEndpoints/cache/ttl'"),
         ({"metricsAuth": "kubernetes", "podMonitor": {"enabled": True}}, "metricsAuth=kubernetes with podMonitor.enabled"),
         (
             {"rbac": {"access": {"createRoles": False, "evaluators": [{"kind": "User", "name": "x"}]}}},
             "they need rbac.access.createRoles=true",
         ),
     ],
-    ids=["auth", "separate-port", "token-secret", "token-helm-test", "metrics-auth", "pod-monitor", "bindings"],
+    ids=["auth", "separate-port", "token-secret", "token-helm-test", "metrics-auth", "cache-ttl", "pod-monitor", "bindings"],
 )
 def test_invalid_auth_values_fail_with_a_message(render_error, values, message):
     assert message in render_error(values)

@@ -766,11 +766,11 @@ def test_fail_closed_requires_high_availability(render_error, values):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"mode": "block"}, "mode must be warn, deny or off"),
-        ({"tls": {"mode": "vault"}}, "tls.mode must be one of"),
-        ({"webhook": {"failurePolicy": "Deny"}}, "webhook.failurePolicy must be Ignore or Fail"),
-        ({"webhook": {"timeoutSeconds": 31}}, "webhook.timeoutSeconds must be between 1 and 30"),
-        ({"logging": {"format": "xml"}}, "logging.format must be json or text"),
+        ({"mode": "block"}, "at '/mode': value must be one of 'warn', 'deny', 'off'"),
+        ({"tls": {"mode": "vault"}}, "at '/tls/mode': value must be one of"),
+        ({"webhook": {"failurePolicy": "Deny"}}, "at '/webhook/failurePolicy': value must be one of 'Ignore', 'Fail'"),
+        ({"webhook": {"timeoutSeconds": 31}}, "at '/webhook/timeoutSeconds': maximum: got 31, want 30"),
+        ({"logging": {"format": "xml"}}, "at '/logging/format': value must be one of 'json', 'text'"),
         (
             {"replicaCount": 1},
             "podDisruptionBudget.minAvailable (1) must be below replicaCount (1)",

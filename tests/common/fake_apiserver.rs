@@ -41,6 +41,8 @@ struct Inner {
     secrets_forbidden: bool,
     /// Watches are refused (503) and running ones end: a network partition.
     watches_blocked: bool,
+    /// New watches are answered with this status (running ones end), e.g. 500 or 403.
+    watches_refused: Option<u16>,
     requests: Vec<String>,
 }
 
@@ -175,6 +177,14 @@ impl FakeApiServer {
     pub fn block_watches(&self, blocked: bool) {
         self.shared.inner.lock().unwrap().watches_blocked = blocked;
         // wake the streams so they notice
+        let rv = *self.shared.rv.borrow();
+        self.shared.rv.send_replace(rv);
+    }
+
+    /// Ends running watches and answers new ones with `code` (e.g. 500: kube's client retries
+    /// 503 itself, so an error the watcher sees at once needs another code) until `None`.
+    pub fn refuse_watches(&self, code: Option<u16>) {
+        self.shared.inner.lock().unwrap().watches_refused = code;
         let rv = *self.shared.rv.borrow();
         self.shared.rv.send_replace(rv);
     }
@@ -329,6 +339,10 @@ async fn handle(State(s): State<Shared>, uri: Uri) -> Response {
         return json_response(StatusCode::OK, &list);
     }
 
+    if let Some(code) = s.inner.lock().unwrap().watches_refused {
+        let status_code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return json_response(status_code, &status(code, "InternalError", "watches are refused"));
+    }
     if s.inner.lock().unwrap().watches_blocked {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -361,7 +375,7 @@ async fn handle(State(s): State<Shared>, uri: Uri) -> Response {
                 let next = {
                     let inner = s.inner.lock().unwrap();
                     let coll = inner.collections.get(&path)?;
-                    if last < coll.compacted || inner.watches_blocked {
+                    if last < coll.compacted || inner.watches_blocked || inner.watches_refused.is_some() {
                         return None;
                     }
                     coll.events.iter().find(|(rv, _, _)| *rv > last).cloned()

@@ -92,6 +92,12 @@ pub fn unbound_service_account() -> Token {
     Token::service_account("lmg-unbound-token", "live-migration-guard", "unbound")
 }
 
+/// A ServiceAccount in the release namespace given a deliberately incomplete ClusterRole by the
+/// readiness test (of the shared cluster).
+pub fn partial_service_account() -> Token {
+    Token::service_account("lmg-partial-token", "live-migration-guard", "partial")
+}
+
 /// What a kubectl run printed.
 #[derive(Debug)]
 pub struct Out {
@@ -180,6 +186,7 @@ pub fn shared_tokens() -> Vec<Token> {
         smoke_reader(),
         chart_service_account(),
         unbound_service_account(),
+        partial_service_account(),
     ]
 }
 
