@@ -339,8 +339,9 @@ impl KubeAuth {
     pub async fn allowed(&self, user: &User, attrs: &Attributes) -> Result<(bool, String), AuthError> {
         let spec = attrs.spec(user);
         // The spec is serialized in a fixed field order (extra is a BTreeMap): a stable key.
-        let key = sha256(&serde_json::to_vec(&spec).unwrap_or_default());
-        if let Some(decision) = self.access.get(&key, Instant::now()) {
+        // (It cannot fail to serialize; if it did, the answer would just not be cached.)
+        let key = serde_json::to_vec(&spec).ok().map(|bytes| sha256(&bytes));
+        if let Some(decision) = key.as_ref().and_then(|k| self.access.get(k, Instant::now())) {
             self.count_cache("access", true);
             return Ok(decision);
         }
@@ -368,7 +369,9 @@ impl KubeAuth {
         } else {
             self.settings.negative_ttl
         };
-        self.access.insert(key, decision.clone(), ttl, Instant::now());
+        if let Some(key) = key {
+            self.access.insert(key, decision.clone(), ttl, Instant::now());
+        }
         Ok(decision)
     }
 
