@@ -65,6 +65,12 @@ OVERRIDES = {
         ]
     },
     "networkPolicy.preset": {"enum": ["auto", "openshift", "none"]},
+    "sideEndpoints.auth": {"enum": ["kubernetes", "token", "none"]},
+    "sideEndpoints.port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    "sideEndpoints.cache.ttl": DURATION,
+    "sideEndpoints.cache.negativeTtl": DURATION,
+    "sideEndpoints.cache.size": {"type": "integer", "minimum": 1},
+    "metricsAuth": {"enum": ["kubernetes", "none"]},
     "networkPolicy.egress.apiServerPorts": {
         "type": "array",
         "items": {"type": "integer", "minimum": 1, "maximum": 65535},

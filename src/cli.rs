@@ -116,6 +116,36 @@ pub enum ClusterMode {
     Off,
 }
 
+/// Who may call the side endpoints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvaluateAuth {
+    /// Anyone who reaches the listener.
+    None,
+    /// One static bearer token (--evaluate-token-file), for callers outside the cluster.
+    Token,
+    /// Kubernetes tokens: TokenReview, then SubjectAccessReview (create on the non-resource URL
+    /// /v1/evaluate; /v1/report shows what the caller may list). Needs the cluster connection.
+    Kubernetes,
+}
+
+/// Who may scrape `/metrics`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAuth {
+    /// Anyone who reaches the ops port.
+    None,
+    /// Kubernetes tokens allowed to `get` the non-resource URL /metrics.
+    Kubernetes,
+}
+
+/// A flag combination `serve` refuses, or a file it cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    #[error("--evaluate-token-file {0}")]
+    TokenFile(#[from] crate::server::auth::TokenFileError),
+    #[error("{0}")]
+    Conflict(String),
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InfraCredentials {
     /// Do not read infra kubeconfig Secrets: external infrastructure is judged Unknown.
@@ -184,13 +214,38 @@ pub struct ServeArgs {
     #[arg(long = "client-name", requires = "client_ca")]
     pub client_names: Vec<String>,
     /// Serve /v1/evaluate and /v1/report on this separate HTTPS listener instead of the
-    /// admission listener.
-    #[arg(long)]
+    /// admission listener (needed for --evaluate-auth).
+    #[arg(long, value_name = "ADDR")]
     pub evaluate_listen: Option<std::net::SocketAddr>,
-    /// Require `Authorization: Bearer <token>` on the --evaluate-listen listener (token read
-    /// from this file at start).
-    #[arg(long, requires = "evaluate_listen")]
+    /// Who may call /v1/evaluate and /v1/report on --evaluate-listen. Default: token when
+    /// --evaluate-token-file is given, else none.
+    #[arg(long, value_enum, requires = "evaluate_listen")]
+    pub evaluate_auth: Option<EvaluateAuth>,
+    /// Require `Authorization: Bearer <token>` with the token in this file on the
+    /// --evaluate-listen listener (--evaluate-auth token). The file is re-read when it changes
+    /// (checked at most once a second), so a rotated Secret needs no restart.
+    #[arg(long, value_name = "FILE", requires = "evaluate_listen")]
     pub evaluate_token_file: Option<PathBuf>,
+    /// With kubernetes auth: the audience the callers' tokens must be valid for (repeatable;
+    /// TokenReview spec.audiences). Default: the API server's own audiences.
+    #[arg(long = "evaluate-auth-audience", value_name = "AUDIENCE")]
+    pub evaluate_auth_audiences: Vec<String>,
+    /// Who may scrape /metrics on the ops port (its gauges name every audited object):
+    /// kubernetes needs a token allowed to `get` the non-resource URL /metrics. /healthz and
+    /// /readyz stay open for the kubelet.
+    #[arg(long, value_enum, default_value = "none")]
+    pub metrics_auth: MetricsAuth,
+    /// How long kubernetes auth reuses an authenticated token and an allowed access review
+    /// (a revoked grant takes effect within this). 0s disables caching.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub auth_cache_ttl: std::time::Duration,
+    /// How long a rejected token and a denied access review are reused (a new grant takes
+    /// effect within this).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub auth_cache_negative_ttl: std::time::Duration,
+    /// Entries in each of the two kubernetes auth caches (tokens, access reviews), at least 1.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_cache_size: u32,
     /// Require client certificates signed by this CA on the --evaluate-listen listener.
     #[arg(long, requires = "evaluate_listen")]
     pub evaluate_client_ca: Option<PathBuf>,
@@ -295,26 +350,94 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 impl ServeArgs {
-    /// The server configuration these flags describe (reads `--evaluate-token-file`).
-    pub fn server_config(&self) -> std::io::Result<crate::server::Config> {
+    /// The side endpoints' authorization in effect (`--evaluate-auth`, defaulted).
+    pub fn evaluate_auth(&self) -> EvaluateAuth {
+        self.evaluate_auth
+            .unwrap_or(if self.evaluate_token_file.is_some() {
+                EvaluateAuth::Token
+            } else {
+                EvaluateAuth::None
+            })
+    }
+
+    /// Whether `kubernetes` authorization is on for the side endpoints or `/metrics`.
+    pub fn uses_kube_auth(&self) -> bool {
+        self.evaluate_auth() == EvaluateAuth::Kubernetes || self.metrics_auth == MetricsAuth::Kubernetes
+    }
+
+    /// Refuses contradictory authorization flags, each error naming the flags and the fix.
+    pub fn check_auth_flags(&self) -> Result<(), FlagError> {
+        let conflict = |m: &str| Err(FlagError::Conflict(m.to_owned()));
+        match (self.evaluate_auth(), self.evaluate_token_file.is_some()) {
+            (EvaluateAuth::Token, false) => {
+                return conflict(
+                    "--evaluate-auth token needs --evaluate-token-file FILE (the file holding the token)",
+                );
+            }
+            (EvaluateAuth::Kubernetes, true) => {
+                return conflict(
+                    "--evaluate-token-file is for --evaluate-auth token; with --evaluate-auth kubernetes callers present their own Kubernetes tokens: drop one of the two",
+                );
+            }
+            (EvaluateAuth::None, true) => {
+                return conflict("--evaluate-auth none ignores --evaluate-token-file: drop one of the two");
+            }
+            _ => {}
+        }
+        if !self.evaluate_auth_audiences.is_empty() && !self.uses_kube_auth() {
+            return conflict(
+                "--evaluate-auth-audience applies to Kubernetes tokens only: add --evaluate-auth kubernetes (or --metrics-auth kubernetes)",
+            );
+        }
+        if self.uses_kube_auth() && !self.uses_cluster() {
+            let flag = if self.evaluate_auth() == EvaluateAuth::Kubernetes {
+                "--evaluate-auth kubernetes"
+            } else {
+                "--metrics-auth kubernetes"
+            };
+            return Err(FlagError::Conflict(format!(
+                "{flag} sends TokenReviews and SubjectAccessReviews to the Kubernetes API server, but this server has no cluster connection: run it with --cluster on (in a pod, or with --kubeconfig FILE), or use --evaluate-auth token outside a cluster"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The cache settings of `kubernetes` authorization.
+    pub fn kube_auth_settings(&self) -> crate::server::auth::KubeAuthSettings {
+        crate::server::auth::KubeAuthSettings {
+            audiences: self.evaluate_auth_audiences.clone(),
+            ttl: self.auth_cache_ttl,
+            negative_ttl: self.auth_cache_negative_ttl,
+            cache_size: self.auth_cache_size as usize,
+        }
+    }
+
+    /// The server configuration these flags describe (reads `--evaluate-token-file`); `kube`
+    /// is the `kubernetes` authorizer, built by the caller from the cluster connection when
+    /// [`Self::uses_kube_auth`].
+    pub fn server_config(
+        &self,
+        metrics: &Arc<crate::server::metrics::Metrics>,
+        kube: Option<Arc<crate::server::auth::KubeAuth>>,
+    ) -> Result<crate::server::Config, FlagError> {
+        use crate::server::auth::{SideAuth, StaticToken};
         use crate::server::{Config, Limits, SideListener, TlsSource, tls::ClientAuth};
+        self.check_auth_flags()?;
+        let missing_client =
+            || FlagError::Conflict("kubernetes auth is on but no Kubernetes client was built (a bug)".into());
         let side = match self.evaluate_listen {
             None => None,
             Some(listen) => {
-                let token = match &self.evaluate_token_file {
-                    None => None,
-                    Some(path) => {
-                        let token = std::fs::read_to_string(path)
-                            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-                        let token = token.trim().to_owned();
-                        if token.is_empty() {
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                format!("{}: the token file is empty", path.display()),
-                            ));
-                        }
-                        Some(token)
+                let auth = match (self.evaluate_auth(), &self.evaluate_token_file) {
+                    (EvaluateAuth::Token, Some(path)) => SideAuth::Token(Arc::new(StaticToken::from_file(
+                        path.clone(),
+                        crate::server::auth::TOKEN_FILE_CHECK_INTERVAL,
+                        metrics.clone(),
+                    )?)),
+                    (EvaluateAuth::Kubernetes, _) => {
+                        SideAuth::Kubernetes(kube.clone().ok_or_else(missing_client)?)
                     }
+                    _ => SideAuth::None,
                 };
                 let client_auth = ClientAuth {
                     ca: self.evaluate_client_ca.clone(),
@@ -322,10 +445,14 @@ impl ServeArgs {
                 };
                 Some(SideListener {
                     listen,
-                    token,
+                    auth,
                     client_auth,
                 })
             }
+        };
+        let metrics_auth = match self.metrics_auth {
+            MetricsAuth::None => None,
+            MetricsAuth::Kubernetes => Some(kube.ok_or_else(missing_client)?),
         };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => TlsSource::Files {
@@ -347,6 +474,7 @@ impl ServeArgs {
             listen: self.listen,
             side,
             ops_listen: self.ops_listen,
+            metrics_auth,
             tls,
             min_tls: self.tls_min_version,
             client_auth: ClientAuth {

@@ -241,6 +241,8 @@ fn every_sh_block_is_run_by_a_test() {
         // tests/e2e_cli.rs
         "live-migration-guard audit -A ",
         "cargo install --path .\nmkdir -p ~/.local/bin",
+        // tests/e2e_auth.rs (the access grants, run as written against the real API server)
+        "kubectl create clusterrole lmg-evaluate --non-resource-url=/v1/evaluate --verb=post",
     ];
     let untested = [
         // the set-up commands themselves: `scripts/test.sh` is the test run
