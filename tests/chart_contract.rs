@@ -286,6 +286,34 @@ fn exported_series() -> (
             verdict: "NotMigratable",
         })
         .set(1);
+    use live_migration_guard::server::metrics::{AuthApiLabels, AuthCacheLabels, AuthDecisionLabels};
+    m.auth_cache
+        .get_or_create(&AuthCacheLabels {
+            cache: "token",
+            result: "hit",
+        })
+        .inc();
+    m.auth_api
+        .get_or_create(&AuthApiLabels {
+            api: "tokenreviews",
+            result: "ok",
+        })
+        .inc();
+    m.auth_api_duration
+        .get_or_create(&AuthApiLabels {
+            api: "tokenreviews",
+            result: "ok",
+        })
+        .observe(0.002);
+    m.auth_decisions
+        .get_or_create(&AuthDecisionLabels {
+            endpoint: "/v1/evaluate",
+            result: "allowed",
+        })
+        .inc();
+    m.auth_token_reloads
+        .get_or_create(&ResultLabels { result: "reloaded" })
+        .inc();
     let text = m.encode();
     let mut families = std::collections::BTreeSet::new();
     let mut series = std::collections::BTreeSet::new();
