@@ -10,5 +10,6 @@ pub mod certs;
 pub mod cli;
 pub mod evaluate;
 pub mod facts;
+pub mod logwriter;
 pub mod resources;
 pub mod server;
