@@ -24,6 +24,7 @@ struct LeanMeta {
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
     /// Checked (a map of strings), not kept: no rule reads an object's own labels.
+    #[expect(dead_code, reason = "deserialized to check its type, never read")]
     labels: Option<StringMap<false>>,
     annotations: Option<StringMap<true>>,
 }
