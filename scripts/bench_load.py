@@ -1,17 +1,33 @@
 #!/usr/bin/env python3
-"""End-to-end load benchmark: live-migration-guard against the hand-written kube-rs baseline.
+"""End-to-end load benchmark: live-migration-guard against two baselines, same run (issue 12).
 
-Both servers run from release builds of this repository behind the same TLS setup, pinned to
-one core while the load generator (oha) runs on the other. The load is realistic NodePool
-AdmissionReviews (examples/requests: CREATE ~3.7 KB and UPDATE with oldObject ~6.4 KB, sent
-alternately) over HTTP/1.1 keep-alive at 1, 2 and 64 connections, plus a run that opens a new
-TLS connection per request. Our server runs in warn mode with 1,000 StorageClasses and
-StorageProfiles loaded, so every request is fully evaluated (the NodePool is RWO: warnings).
+- **strong** (examples/baseline_strong.rs): axum-server with rustls (ring), TCP_NODELAY, the
+  body as `Bytes`, `serde_json::from_slice::<AdmissionReview<DynamicObject>>`,
+  `AdmissionResponse::from(&req)`, `serde_json::to_vec`: the plainest fast admission server.
+- **json** (examples/baseline.rs): axum's `Json` extractor, behind our own accept loop.
 
-Run with scripts/bench-load.sh. DURATION (default 10s) sets each run's length.
+All three are release builds of this repository, started together, each pinned to CPU 1
+while the load generator (oha, pinned, installed by scripts/install-bench-tools.sh) runs on
+CPU 0. Ours runs `serve` as shipped: default logging (info: one line per request that gets a
+warning, written by the non-blocking writer to stderr, here /dev/null), warn mode, 1,000
+StorageClasses and StorageProfiles loaded, so every request is fully evaluated (the NodePool's
+root volume is RWO: warnings). The bodies are realistic NodePool reviews from
+scripts/bench_bodies.py (20 labels, ~1.5 KB last-applied-configuration, managedFields; the
+UPDATE carries oldObject and status with conditions).
+
+Runs are interleaved: every round measures each server once per (body, connections) cell,
+in rotating order, so drifting load from other processes on this shared machine hits all
+three alike; each cell reports the median of the rounds. HTTP/1.1 keep-alive (what
+kube-apiserver uses for webhooks) at 1 and 64 connections.
+
+Environment: DURATION (default 10s) per run, ROUNDS (default 3), BODIES (create,mixed);
+BEFORE=PATH adds a fourth server, another build of ours (e.g. the commit before a change),
+run the same way, so a change's effect is measured in the same run too.
+Run with scripts/bench-load.sh; the table also goes to target/bench/load.md.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,19 +35,24 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_bodies  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 OHA = ROOT / ".tools/bin/oha"
-BIN = ROOT / "target/release/live-migration-guard"
-BASELINE = ROOT / "target/release/examples/baseline"
+RELEASE = ROOT / "target/release"
 DURATION = os.environ.get("DURATION", "10s")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+BODY_SETS = [b for b in os.environ.get("BODIES", "create,mixed").split(",") if b]
 SERVER_CPU, LOAD_CPU = "1", "0"
 TICKS = os.sysconf("SC_CLK_TCK")
-SCENARIOS = [
-    ("1 connection", 1, True),
-    ("2 connections", 2, True),
-    ("64 connections", 64, True),
-    ("new TLS connection per request (8 at a time)", 8, False),
-]
+CONNECTIONS = [1, 64]
+MAIN = ["ours", "strong", "json"]
+SERVERS = MAIN + (["before"] if os.environ.get("BEFORE") else [])
+BODY_LABELS = {
+    "create": "CREATE only",
+    "mixed": "CREATE and UPDATE alternating",
+}
 
 
 def write_facts(path: Path, n: int = 1000) -> None:
@@ -50,16 +71,26 @@ def write_facts(path: Path, n: int = 1000) -> None:
     path.write_text("\n---\n".join(docs) + "\n")
 
 
-def write_bodies(path: Path) -> None:
-    """The CREATE and UPDATE reviews, one per line (oha -Z sends them in turn)."""
-    reqs = ROOT / "examples/requests"
-    path.write_text((reqs / "nodepool-create.json").read_text().strip() + "\n"
-                    + (reqs / "nodepool-update.json").read_text().strip() + "\n")
+def write_bodies(tmp: Path) -> dict:
+    """Body set → file of one body per line (oha -Z sends them in turn)."""
+    generated = bench_bodies.bodies()
+    for name, text in generated.items():
+        committed = ROOT / "examples/requests" / name
+        if committed.read_text().strip() != text:
+            raise SystemExit(f"{committed} is stale: run python3 scripts/bench_bodies.py")
+    create, update = generated["nodepool-realistic-create.json"], generated["nodepool-realistic-update.json"]
+    files = {}
+    for key, lines in {"create": [create], "mixed": [create, update]}.items():
+        files[key] = tmp / f"bodies-{key}.txt"
+        files[key].write_text("\n".join(lines) + "\n")
+    print(f"bodies: CREATE {len(create)} bytes, UPDATE {len(update)} bytes", file=sys.stderr)
+    return files
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system time of the whole process (all its threads: workers, log writer, ops)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -69,112 +100,146 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def wait_until(url: str, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"not ready: {url}")
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def oha(port: int, ca: Path, bodies: Path, conns: int, keepalive: bool, duration: str) -> dict:
+def oha(port: int, ca: Path, bodies: Path, conns: int, duration: str) -> dict:
     cmd = ["taskset", "-c", LOAD_CPU, str(OHA), "-z", duration, "-c", str(conns), "--no-tui", "--output-format", "json",
            "-m", "POST", "-T", "application/json", "-Z", str(bodies), "--cacert", str(ca), "--http-version", "1.1",
            "-w", f"https://localhost:{port}/validate/nodepools"]
-    if not keepalive:
-        cmd.insert(-1, "--disable-keepalive")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
 
-def wait_tls(port: int, ca: Path, bodies: Path, timeout: float = 30) -> None:
-    """Ready when a request succeeds (the baseline has no ops port)."""
+def wait_ready(port: int, ca: Path, bodies: Path, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if ca.exists():
             try:
-                if oha(port, ca, bodies, 1, True, "200ms").get("statusCodeDistribution", {}).get("200"):
+                if oha(port, ca, bodies, 1, "200ms").get("statusCodeDistribution", {}).get("200"):
                     return
             except subprocess.CalledProcessError:
                 pass
-        time.sleep(0.1)
+        time.sleep(0.2)
     raise SystemExit(f"not ready: port {port}")
 
 
-def measure(name: str, cmd: list, ready, port: int, ca: Path, bodies: Path) -> dict:
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        ready()
-        oha(port, ca, bodies, 8, True, "2s")  # warm-up
-        results = {}
-        for label, conns, keepalive in SCENARIOS:
-            before = cpu_seconds(proc.pid)
-            r = oha(port, ca, bodies, conns, keepalive, DURATION)
-            cpu = cpu_seconds(proc.pid) - before
-            codes = r.get("statusCodeDistribution", {})
-            total = sum(codes.values())
-            errors = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
-            p = r["latencyPercentiles"]
-            results[label] = {
-                "rps": r["summary"]["requestsPerSec"],
-                "p50_ms": p["p50"] * 1000, "p99_ms": p["p99"] * 1000, "p99.9_ms": p["p99.9"] * 1000,
-                "requests": total, "errors": errors,
-                "cpu_us_per_request": cpu / max(total, 1) * 1e6,
-            }
-            print(f"  {name:>9} | {label:<45} | {results[label]['rps']:8.0f} req/s | p99 {results[label]['p99_ms']:.3f} ms "
-                  f"| errors {errors}", file=sys.stderr)
-        results["peak_rss_mib"] = peak_rss_mib(proc.pid)
-        return results
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+class Server:
+    def __init__(self, name: str, cmd: list, port: int, ca: Path, env: dict):
+        self.name, self.port, self.ca = name, port, ca
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=env)
+        self.runs: dict = {}
+
+    def run(self, key: tuple, bodies: Path, conns: int) -> None:
+        before = cpu_seconds(self.proc.pid)
+        r = oha(self.port, self.ca, bodies, conns, DURATION)
+        cpu = cpu_seconds(self.proc.pid) - before
+        codes = r.get("statusCodeDistribution", {})
+        total = sum(codes.values())
+        errors = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
+        p = r["latencyPercentiles"]
+        run = {"rps": r["summary"]["requestsPerSec"], "p50_ms": p["p50"] * 1000, "p99_ms": p["p99"] * 1000,
+               "requests": total, "errors": errors, "cpu_s": cpu}
+        self.runs.setdefault(key, []).append(run)
+        print(f"  {self.name:>6} | {key[0]:>6} | {conns:>2} conn | {run['rps']:8.0f} req/s | p50 {run['p50_ms']:.3f} "
+              f"p99 {run['p99_ms']:.3f} ms | {cpu / max(total, 1) * 1e6:5.1f} µs CPU/req | errors {errors} "
+              f"| load {load_average()}", file=sys.stderr)
+
+    def cell(self, key: tuple) -> dict:
+        runs = self.runs[key]
+        return {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "rps_runs": [round(r["rps"]) for r in runs],
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "cpu_us_per_request": sum(r["cpu_s"] for r in runs) / max(sum(r["requests"] for r in runs), 1) * 1e6,
+        }
+
+    def stop(self) -> float:
+        rss = peak_rss_mib(self.proc.pid)
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        return rss
 
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lmg-bench-"))
     facts = tmp / "facts.yaml"
     write_facts(facts)
-    bodies = tmp / "bodies.txt"
-    write_bodies(bodies)
-    ours_ca, base_ca = tmp / "ours-ca.crt", tmp / "baseline-ca.crt"
-    ours = measure("ours", [str(BIN), "serve", "--listen=127.0.0.1:18443", "--ops-listen=127.0.0.1:18080",
-                           f"--facts={facts}", f"--ca-bundle-out={ours_ca}", "--shutdown-delay=0s"],
-                   lambda: wait_until("http://127.0.0.1:18080/readyz"), 18443, ours_ca, bodies)
-    base = measure("baseline", [str(BASELINE), "127.0.0.1:19443", str(base_ca)],
-                   lambda: wait_tls(19443, base_ca, bodies), 19443, base_ca, bodies)
-    report(ours, base)
+    bodies = write_bodies(tmp)
+    env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "LMG_LOG_FORMAT")}
+    specs = {
+        "ours": ([str(RELEASE / "live-migration-guard"), "serve", "--listen=127.0.0.1:18443",
+                  "--ops-listen=127.0.0.1:18080", f"--facts={facts}", f"--ca-bundle-out={tmp / 'ours-ca.crt'}",
+                  "--shutdown-delay=0s"], 18443, tmp / "ours-ca.crt"),
+        "strong": ([str(RELEASE / "examples/baseline_strong"), "127.0.0.1:19444", str(tmp / "strong-ca.crt")], 19444,
+                   tmp / "strong-ca.crt"),
+        "json": ([str(RELEASE / "examples/baseline"), "127.0.0.1:19443", str(tmp / "json-ca.crt")], 19443,
+                 tmp / "json-ca.crt"),
+    }
+    if os.environ.get("BEFORE"):
+        specs["before"] = ([os.environ["BEFORE"], "serve", "--listen=127.0.0.1:18444", "--ops-listen=127.0.0.1:18081",
+                            f"--facts={facts}", f"--ca-bundle-out={tmp / 'before-ca.crt'}", "--shutdown-delay=0s"],
+                           18444, tmp / "before-ca.crt")
+    load_start = load_average()
+    servers = {name: Server(name, cmd, port, ca, env) for name, (cmd, port, ca) in specs.items()}
+    rss = {}
+    try:
+        for s in servers.values():
+            wait_ready(s.port, s.ca, bodies["create"])
+            oha(s.port, s.ca, bodies["mixed"], 8, "2s")  # warm-up
+        for rnd in range(ROUNDS):
+            for body in BODY_SETS:
+                for conns in CONNECTIONS:
+                    k = len(SERVERS)
+                    order = [SERVERS[(i + rnd) % k] for i in range(k)]
+                    for name in order:
+                        servers[name].run((body, conns), bodies[body], conns)
+    finally:
+        for name, s in servers.items():
+            rss[name] = s.stop()
+    report(servers, rss, load_start, load_average())
 
 
-def report(ours: dict, base: dict) -> None:
+def report(servers: dict, rss: dict, load_start: str, load_end: str) -> None:
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
                          text=True).stdout.strip()
     lines = [
-        f"Machine: {os.cpu_count()} cores ({cpu}); server pinned to CPU {SERVER_CPU}, oha to CPU {LOAD_CPU}; "
-        f"{DURATION} per run; HTTP/1.1 over TLS; CREATE and UPDATE NodePool AdmissionReviews alternating.",
+        f"Machine: {os.cpu_count()} cores ({cpu}); servers pinned to CPU {SERVER_CPU}, oha to CPU {LOAD_CPU}; "
+        f"HTTP/1.1 keep-alive over TLS; median of {ROUNDS} interleaved runs of {DURATION} per cell; "
+        f"load average (1/5/15 min) {load_start} at the start, {load_end} at the end.",
         "",
-        "| load | ours req/s | baseline req/s | ratio | ours p50 / p99 / p99.9 ms | baseline p50 / p99 / p99.9 ms "
-        "| errors ours/base | CPU µs/req ours/base |",
-        "|---|---:|---:|---:|---|---|---|---|",
+        "| body | conns | ours req/s | strong req/s | json req/s | ours/strong | ours/json "
+        "| p50 / p99 ms ours · strong · json | errors | CPU µs/req ours · strong · json |"
+        + (" before req/s (ours/before) |" if "before" in SERVERS else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|" + ("---:|" if "before" in SERVERS else ""),
     ]
-    for label, _, _ in SCENARIOS:
-        o, b = ours[label], base[label]
-        lines.append(
-            f"| {label} | {o['rps']:.0f} | {b['rps']:.0f} | {o['rps'] / b['rps']:.2f}× "
-            f"| {o['p50_ms']:.3f} / {o['p99_ms']:.3f} / {o['p99.9_ms']:.3f} "
-            f"| {b['p50_ms']:.3f} / {b['p99_ms']:.3f} / {b['p99.9_ms']:.3f} "
-            f"| {o['errors']}/{b['errors']} | {o['cpu_us_per_request']:.0f}/{b['cpu_us_per_request']:.0f} |")
+    data = {}
+    for body in BODY_SETS:
+        for conns in CONNECTIONS:
+            key = (body, conns)
+            c = {name: servers[name].cell(key) for name in SERVERS}
+            data[f"{body}/{conns}"] = c
+            o, s, j = c["ours"], c["strong"], c["json"]
+            lat = " · ".join(f"{c[n]['p50_ms']:.2f} / {c[n]['p99_ms']:.2f}" for n in MAIN)
+            errs = "/".join(str(c[n]["errors"]) for n in MAIN)
+            cpu_us = " · ".join(f"{c[n]['cpu_us_per_request']:.1f}" for n in MAIN)
+            before = f" | {c['before']['rps']:.0f} ({o['rps'] / c['before']['rps']:.2f}×)" if "before" in c else ""
+            lines.append(f"| {BODY_LABELS[body]} | {conns} | {o['rps']:.0f} | {s['rps']:.0f} | {j['rps']:.0f} "
+                         f"| **{o['rps'] / s['rps']:.2f}×** | {o['rps'] / j['rps']:.2f}× | {lat} | {errs} | {cpu_us}{before} |")
     lines.append("")
-    lines.append(f"Peak RSS: ours {ours['peak_rss_mib']:.1f} MiB (1,000 StorageClasses + StorageProfiles loaded), "
-                 f"baseline {base['peak_rss_mib']:.1f} MiB.")
+    lines.append(f"Peak RSS: ours {rss['ours']:.1f} MiB (1,000 StorageClasses + StorageProfiles loaded), "
+                 f"strong {rss['strong']:.1f} MiB, json {rss['json']:.1f} MiB"
+                 + (f", before {rss['before']:.1f} MiB." if "before" in rss else "."))
     text = "\n".join(lines)
     print(text)
     out = ROOT / "target/bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "load.json").write_text(json.dumps({"ours": ours, "baseline": base, "duration": DURATION}, indent=1))
+    (out / "load.json").write_text(json.dumps({"cells": data, "rss_mib": rss, "duration": DURATION, "rounds": ROUNDS,
+                                               "load_average": [load_start, load_end]}, indent=1))
     (out / "load.md").write_text(text + "\n")
 
 

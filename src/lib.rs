@@ -11,6 +11,7 @@ pub mod cli;
 pub mod evaluate;
 pub mod facts;
 pub mod live;
+pub mod logwriter;
 pub mod render;
 pub mod resources;
 pub mod server;

@@ -124,7 +124,8 @@ fn name_bind_flag(e: server::ServerError, args: &ServeArgs) -> anyhow::Error {
 /// Lines the log writer buffers before it drops (and counts) new ones.
 const LOG_BUFFER_LINES: usize = 16_384;
 
-/// Logs go to stderr through a non-blocking writer: a request never waits for a write; when
+/// Logs go to stderr through a non-blocking writer: a request never waits for a write, and
+/// lines are written in batches (`logwriter`: at most 5 ms late); when
 /// the writer falls behind, lines are dropped and counted
 /// (`live_migration_guard_log_lines_dropped`). Text logs have ANSI colours only on a
 /// terminal, and never with `NO_COLOR` set.
@@ -136,7 +137,9 @@ fn init_logging(format: LogFormat, metrics: &Metrics) -> tracing_appender::non_b
         .buffered_lines_limit(LOG_BUFFER_LINES)
         .lossy(true)
         .thread_name("log-writer")
-        .finish(std::io::stderr());
+        .finish(live_migration_guard::logwriter::BatchedWriter::new(
+            std::io::stderr(),
+        ));
     metrics.count_log_drops(writer.error_counter());
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()

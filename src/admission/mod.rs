@@ -83,7 +83,49 @@ pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outc
     {
         return Err(ReviewError::NotAnObject);
     }
+    match endpoint {
+        Endpoint::NodePools => {
+            review_as::<NodePool>(body, endpoint, ctx, &|np| evaluate_nodepool(np, ctx.facts))
+        }
+        Endpoint::HostedClusters => review_as::<HostedCluster>(body, endpoint, ctx, &|hc| {
+            evaluate_hostedcluster(hc, ctx.facts, &[])
+        }),
+    }
+}
+
+/// One pass over the body with `object` read straight into `T` (what kube-apiserver sends
+/// nearly always: the object was validated against the CRD); anything that does not fit —
+/// a malformed review, another kind, an object `T` cannot read — is reviewed again the
+/// general way (`object` as raw JSON, typed afterwards with the path of any error), which
+/// gives the same answer the fast pass would have, or the error.
+fn review_as<T>(
+    body: &[u8],
+    endpoint: Endpoint,
+    ctx: &Context<'_>,
+    eval: &dyn Fn(&T) -> Report,
+) -> Result<Outcome, ReviewError>
+where
+    T: DeserializeOwned + kube::Resource,
+{
+    if let Ok(review) = serde_json::from_slice::<AdmissionReview<'_, T>>(body) {
+        return decide_review(review, endpoint, ctx, Ok, eval);
+    }
     let review: AdmissionReview<'_> = serde_json::from_slice(body)?;
+    decide_review(review, endpoint, ctx, |raw| parse_object(raw, "object"), eval)
+}
+
+/// From a parsed review to the outcome; `typed` turns the request's `object` into `T` (or
+/// says why it cannot).
+fn decide_review<O, T>(
+    review: AdmissionReview<'_, O>,
+    endpoint: Endpoint,
+    ctx: &Context<'_>,
+    typed: impl FnOnce(O) -> Result<T, String>,
+    eval: &dyn Fn(&T) -> Report,
+) -> Result<Outcome, ReviewError>
+where
+    T: DeserializeOwned + kube::Resource,
+{
     if review.api_version != review::API_VERSION {
         return Err(ReviewError::ApiVersion(review.api_version));
     }
@@ -105,10 +147,10 @@ pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outc
             warnings: Vec::new(),
             audit_annotations: Default::default(),
         }),
-        uid: req.uid.clone(),
-        kind: req.kind.kind.clone(),
-        namespace: req.namespace.clone(),
-        name: req.name.clone(),
+        uid: req.uid,
+        kind: req.kind.kind,
+        namespace: req.namespace,
+        name: req.name,
         operation: req.operation.as_str(),
         dry_run: req.dry_run.unwrap_or(false),
         verdict: None,
@@ -123,78 +165,61 @@ pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outc
     if !evaluated {
         return Ok(outcome);
     }
-    if req.kind.group != crate::resources::HYPERSHIFT_GROUP || req.kind.kind != endpoint.kind() {
-        return Ok(warn_only(
-            outcome,
-            format!(
-                "live-migration-guard: {}/{} {} sent to the {} webhook is not evaluated; check the webhook rules",
-                req.kind.group,
-                req.kind.version,
-                req.kind.kind,
-                endpoint.kind()
-            ),
-        ));
+    if req.kind.group != crate::resources::HYPERSHIFT_GROUP || outcome.kind != endpoint.kind() {
+        let warning = format!(
+            "live-migration-guard: {}/{} {} sent to the {} webhook is not evaluated; check the webhook rules",
+            req.kind.group,
+            req.kind.version,
+            outcome.kind,
+            endpoint.kind()
+        );
+        return Ok(warn_only(outcome, warning));
     }
     let object = req
         .object
         .ok_or(ReviewError::MissingObject(req.operation.as_str()))?;
-    let old = req.old_object.filter(|_| req.operation == Operation::Update);
-    let evaluated = match endpoint {
-        Endpoint::NodePools => evaluate_pair::<NodePool>(object, old, |np| evaluate_nodepool(np, ctx.facts)),
-        Endpoint::HostedClusters => {
-            evaluate_pair::<HostedCluster>(object, old, |hc| evaluate_hostedcluster(hc, ctx.facts, &[]))
-        }
-    };
-    let (new, old, requested) = match evaluated {
-        Ok(v) => v,
+    let new = match typed(object) {
+        Ok(new) => new,
+        // The API server validated the object against the CRD; if we still cannot read it,
+        // we say so and let it through rather than block on our own limitation.
         Err(e) => {
-            // The API server validated the object against the CRD; if we still cannot read
-            // it, we say so and let it through rather than block on our own limitation.
             return Ok(warn_only(
                 outcome,
                 format!("live-migration-guard: not evaluated: {e}"),
             ));
         }
     };
-    let decision = policy::decide(ctx.policy, mode, &req.uid, &new, old.as_ref(), &requested);
-    outcome.verdict = Some(new.verdict);
+    let report = eval(&new);
+    let requested = policy::Override::from_annotations(new.meta().annotations.as_ref());
+    // The old object only matters to a denial (errors it already had do not deny): it is
+    // read and evaluated only when this one would be denied for what it has.
+    let old = req
+        .old_object
+        .filter(|_| {
+            req.operation == Operation::Update && policy::old_report_matters(ctx.policy, mode, &report)
+        })
+        .and_then(|raw| serde_json::from_str::<T>(raw.get()).ok())
+        .map(|o| eval(&o));
+    let decision = policy::decide(ctx.policy, mode, &outcome.uid, &report, old.as_ref(), &requested);
+    outcome.verdict = Some(report.verdict);
     outcome.decision = decision.kind;
     outcome.override_reason = decision.override_reason;
     outcome.review = respond(decision.response);
     Ok(outcome)
 }
 
-/// Parses and evaluates the new object and, on UPDATE, the old one.
-fn evaluate_pair<T>(
-    object: &RawValue,
-    old: Option<&RawValue>,
-    eval: impl Fn(&T) -> Report,
-) -> Result<(Report, Option<Report>, policy::Override), String>
-where
-    T: DeserializeOwned + kube::Resource,
-{
-    let parse = |raw: &RawValue, which: &str| -> Result<T, String> {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let at = if path == "." {
-                which.to_owned()
-            } else {
-                format!("{which} field `{path}`")
-            };
-            policy::sanitize(&format!("{at}: {}", e.inner()))
-        })
-    };
-    let new = parse(object, "object")?;
-    let old = match old {
-        Some(raw) => parse(raw, "oldObject").ok().map(|o| eval(&o)),
-        None => None,
-    };
-    Ok((
-        eval(&new),
-        old,
-        policy::Override::from_annotations(new.meta().annotations.as_ref()),
-    ))
+/// Reads a raw object as `T`; the error names the field that did not fit.
+fn parse_object<T: DeserializeOwned>(raw: &RawValue, which: &str) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            which.to_owned()
+        } else {
+            format!("{which} field `{path}`")
+        };
+        policy::sanitize(&format!("{at}: {}", e.inner()))
+    })
 }
 
 fn warn_only(mut outcome: Outcome, warning: String) -> Outcome {

@@ -221,6 +221,14 @@ pub fn decide(
     }
 }
 
+/// Whether [`decide`] can answer differently with the old object's report than without it:
+/// only in deny mode, for an object with errors (those the old one had do not deny) or,
+/// with `--deny-unknown`, an `Unknown` verdict (an old `Unknown` does not deny).
+pub fn old_report_matters(policy: &Policy, mode: Mode, new: &Report) -> bool {
+    mode == Mode::Deny
+        && (new.errors().next().is_some() || (policy.deny_unknown && new.verdict == Verdict::Unknown))
+}
+
 /// The new object's errors that the old object did not have. Each old error accounts for
 /// one new error: first one with the same reason, field and message (the same volume or
 /// device), then one with the same reason and field (the same disk, reworded, e.g. after a

@@ -1,8 +1,10 @@
 //! `admission.k8s.io/v1` AdmissionReview on the wire, as kube-apiserver sends and expects it.
 //!
-//! The request side borrows from the body and keeps `object`/`oldObject` as raw JSON, so
-//! only the typed view the rules need is ever built (kube's `AdmissionReview<DynamicObject>`
-//! would materialise the whole object as a `serde_json::Value` tree, managedFields and all).
+//! The request side borrows from the body and reads `object` either straight into the typed
+//! view the rules need (`O` = `NodePool`/`HostedCluster`: one pass over the body) or as raw
+//! JSON (`O` = `&RawValue`), and keeps `oldObject` raw until a decision needs it. kube's
+//! `AdmissionReview<DynamicObject>` would materialise the whole object as a
+//! `serde_json::Value` tree, managedFields and all.
 
 use std::collections::BTreeMap;
 
@@ -14,18 +16,20 @@ pub const KIND: &str = "AdmissionReview";
 
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionReview<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+pub struct AdmissionReview<'a, O = &'a RawValue> {
     #[serde(default)]
     pub api_version: String,
     #[serde(default)]
     pub kind: String,
     #[serde(borrow)]
-    pub request: Option<AdmissionRequest<'a>>,
+    pub request: Option<AdmissionRequest<'a, O>>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+pub struct AdmissionRequest<'a, O = &'a RawValue> {
     pub uid: String,
     #[serde(default)]
     pub kind: GroupVersionKind,
@@ -35,8 +39,7 @@ pub struct AdmissionRequest<'a> {
     pub operation: Operation,
     #[serde(default)]
     pub user_info: UserInfo,
-    #[serde(borrow)]
-    pub object: Option<&'a RawValue>,
+    pub object: Option<O>,
     #[serde(borrow)]
     pub old_object: Option<&'a RawValue>,
     #[serde(default)]

@@ -2,9 +2,10 @@
 //!
 //! Each type deserializes only the fields the evaluator needs; everything else in the
 //! object is skipped by serde without being materialised. `metadata` goes through
-//! [`meta::lean`], which keeps name, namespace, labels, annotations and the bookkeeping
-//! fields, and drops `managedFields` and the rest — that keeps admission parsing cheap
-//! and the reflector caches small.
+//! [`meta::lean`], which keeps name, namespace, annotations (but the kilobytes of
+//! `kubectl.kubernetes.io/last-applied-configuration`) and the bookkeeping fields, checks
+//! but drops labels (no rule reads them), and skips `managedFields` and the rest — that
+//! keeps admission parsing cheap and the reflector caches small.
 
 pub mod hostedcluster;
 pub mod kubevirt;
