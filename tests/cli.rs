@@ -588,18 +588,10 @@ impl Serve {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn serve_ca_bundle_per_instance_second_ctrl_c_and_no_facts_warning() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("--listen=127.0.0.1:{port}");
     let a = Serve::start(&[&listen, "--ops-listen=127.0.0.1:0"], tmp.path());
     let log = a.wait_for("serving admission");
@@ -1093,7 +1085,7 @@ fn admission_simulation_flags() {
 #[test]
 fn unreachable_api_server_is_one_error_line() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let kubeconfig = write(
         dir.path(),
         "kubeconfig",

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
@@ -24,41 +24,6 @@ const RELEASE_IMAGE: &str = "quay.io/openshift-release-dev/ocp-release:4.17.0-x8
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The chart rendered by the pinned helm, as JSON documents.
-fn render_chart(set: &[&str]) -> Vec<Value> {
-    let helm_home = root().join(".tools/helm");
-    let mut cmd = Command::new(root().join(".tools/bin/helm"));
-    cmd.args(["template", RELEASE])
-        .arg(root().join("charts/live-migration-guard"))
-        .args(["--namespace", RELEASE_NS, "--kube-version", "1.36.3"]);
-    for s in set {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd
-        .env("HELM_CACHE_HOME", helm_home.join("cache"))
-        .env("HELM_CONFIG_HOME", helm_home.join("config"))
-        .env("HELM_DATA_HOME", helm_home.join("data"))
-        .output()
-        .expect("helm runs (scripts/install-tools.sh installs it)");
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    load::split_documents(&out.stdout, "helm template")
-        .expect("rendered chart parses")
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A plain HTTP/1.0 GET on loopback: (status, body).
@@ -98,8 +63,8 @@ impl Webhook {
     fn spawn(k: &Cluster, token: &Token, extra: &[&str], name: &str, files_ca: Option<&str>) -> Webhook {
         let dir = k.dir().join(format!("webhook-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let listen: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+        let ops: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
         let ca_out = dir.join("ca.crt");
         let log = dir.join("serve.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -206,28 +171,11 @@ impl Drop for Webhook {
     }
 }
 
-fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The chart's documents of `kinds`, the webhook configuration's `clientConfig` rewritten to
 /// `url` + `caBundle` (everything else as rendered), as one List.
 fn chart_objects(webhook: &Webhook, kinds: &[&str]) -> Value {
     let mut items = Vec::new();
-    for mut doc in render_chart(&[]) {
+    for mut doc in common::render_chart(RELEASE, RELEASE_NS, &[]) {
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
         // The webhook's own objects (not the access roles, the auth-delegator binding of the
         // side endpoints' port, or the helm test hook: tests/e2e_auth.rs covers those).
@@ -242,7 +190,7 @@ fn chart_objects(webhook: &Webhook, kinds: &[&str]) -> Value {
                     .to_owned();
                 hook["clientConfig"] = json!({
                     "url": format!("https://{}{path}", webhook.listen),
-                    "caBundle": b64(webhook.ca_pem.as_bytes()),
+                    "caBundle": common::b64(webhook.ca_pem.as_bytes()),
                 });
             }
         }
@@ -1367,7 +1315,7 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
     namespace(k, ns, None);
     k.kubectl(&["label", "namespace", ns, "e2e-down=true"], None)
         .expect_ok("label");
-    let port = free_port();
+    let port = common::free_port();
     let config = |policy: &str| {
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -1382,7 +1330,7 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
                 "failurePolicy": policy,
                 "clientConfig": {
                     "url": format!("https://127.0.0.1:{port}/validate/nodepools"),
-                    "caBundle": b64(e.webhook.ca_pem.as_bytes()),
+                    "caBundle": common::b64(e.webhook.ca_pem.as_bytes()),
                 },
                 "namespaceSelector": { "matchLabels": { "e2e-down": "true" } },
                 "rules": [{
@@ -1581,7 +1529,7 @@ fn certificate_rotation_while_applying_fails_no_apply() {
     hooks[0]["namespaceSelector"] = json!({ "matchLabels": { "e2e-rotation": "true" } });
     let with_bundle = |pems: &[&str]| {
         let mut c = config.clone();
-        c["webhooks"][0]["clientConfig"]["caBundle"] = json!(b64(pems.concat().as_bytes()));
+        c["webhooks"][0]["clientConfig"]["caBundle"] = json!(common::b64(pems.concat().as_bytes()));
         c.to_string()
     };
     struct DeleteConfig<'a>(&'a Cluster);

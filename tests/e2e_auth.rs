@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -89,41 +89,6 @@ fn tokens() -> Vec<Token> {
 }
 
 // --- helpers -------------------------------------------------------------------------------
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// The chart rendered by the pinned helm, as JSON documents.
-fn render_chart(set: &[&str]) -> Vec<Value> {
-    let helm_home = root().join(".tools/helm");
-    let mut cmd = Command::new(root().join(".tools/bin/helm"));
-    cmd.args(["template", RELEASE])
-        .arg(root().join("charts/live-migration-guard"))
-        .args(["--namespace", RELEASE_NS, "--kube-version", "1.36.3"]);
-    for s in set {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd
-        .env("HELM_CACHE_HOME", helm_home.join("cache"))
-        .env("HELM_CONFIG_HOME", helm_home.join("config"))
-        .env("HELM_DATA_HOME", helm_home.join("data"))
-        .output()
-        .expect("helm runs (scripts/install-tools.sh installs it)");
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    load::split_documents(&out.stdout, "helm template")
-        .expect("rendered chart parses")
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect()
-}
 
 fn list(items: Vec<Value>) -> String {
     json!({ "apiVersion": "v1", "kind": "List", "items": items }).to_string()
@@ -242,7 +207,7 @@ impl Webhook {
     /// else `--cluster off` (facts from no file).
     fn start(dir: &Path, cluster: Option<(&Cluster, &Token)>, extra: &[&str]) -> Webhook {
         std::fs::create_dir_all(dir).unwrap();
-        let port = |_| -> SocketAddr { ([127, 0, 0, 1], free_port()).into() };
+        let port = |_| -> SocketAddr { ([127, 0, 0, 1], common::free_port()).into() };
         let (listen, side, ops) = (port(0), port(1), port(2));
         let ca_out = dir.join("ca.crt");
         let _ = std::fs::remove_file(&ca_out);
@@ -455,7 +420,7 @@ fn chart_rbac() -> String {
         ("ClusterRoleBinding", RELEASE.to_owned()),
         ("ClusterRoleBinding", format!("{RELEASE}-auth-delegator")),
     ];
-    let items: Vec<Value> = render_chart(&[])
+    let items: Vec<Value> = common::render_chart(RELEASE, RELEASE_NS, &[])
         .into_iter()
         .filter(|d| {
             wanted
@@ -518,7 +483,7 @@ fn set_up() -> Env {
     );
     run_readme_commands(&k, "README.md", "<!-- access-commands -->");
     // The chart's access ClusterRoles as rendered, and the chart README's bindings to them.
-    let roles: Vec<Value> = render_chart(&[])
+    let roles: Vec<Value> = common::render_chart(RELEASE, RELEASE_NS, &[])
         .into_iter()
         .filter(|d| {
             d["kind"] == "ClusterRole"
@@ -879,7 +844,7 @@ fn tokens_must_be_for_the_configured_audience() {
 fn the_helm_test_hook_calls_evaluate_with_its_own_service_account() {
     let Some(e) = env() else { return };
     let k = &e.k;
-    let docs = render_chart(&[]);
+    let docs = common::render_chart(RELEASE, RELEASE_NS, &[]);
     let hook = |kind: &str| -> Value {
         docs.iter()
             .find(|d| d["kind"] == kind && d["metadata"]["annotations"]["helm.sh/hook"] == "test")

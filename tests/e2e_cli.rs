@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -869,30 +869,6 @@ fn readme_audit_and_plugin_blocks_run_as_written() {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// `serve --cluster on --mode deny` as admin, registered for NodePools of the two hook
 /// namespaces; run through `sh` so it stops when this process exits (the shell waits for its
 /// standard input, a pipe this process holds, to close).
@@ -905,8 +881,8 @@ impl Webhook {
     fn start(k: &Cluster) -> Webhook {
         let dir = k.dir().join("webhook-cli");
         std::fs::create_dir_all(&dir).unwrap();
-        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let listen: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+        let ops: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
         let ca_out = dir.join("ca.crt");
         let log = dir.join("serve.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -959,7 +935,7 @@ impl Webhook {
         let hook = |ns: &str| {
             json!({
                 "name": "nodepools.live-migration-guard.io",
-                "clientConfig": {"url": format!("https://{listen}/validate/nodepools"), "caBundle": b64(&ca)},
+                "clientConfig": {"url": format!("https://{listen}/validate/nodepools"), "caBundle": common::b64(&ca)},
                 "rules": [{"apiGroups": ["hypershift.openshift.io"], "apiVersions": ["v1beta1"],
                            "operations": ["CREATE", "UPDATE"], "resources": ["nodepools"], "scope": "Namespaced"}],
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},

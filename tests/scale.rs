@@ -57,14 +57,6 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "scale measurement; run in release via scripts/bench-scale.sh"]
 async fn ten_thousand_classes_and_a_thousand_nodepools() {
@@ -105,7 +97,7 @@ async fn ten_thousand_classes_and_a_thousand_nodepools() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
-    let (port, ops) = (free_port(), free_port());
+    let (port, ops) = (common::free_port(), common::free_port());
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_live-migration-guard"))
         .args(["serve", "--cluster=on", "--audit-interval=2s"])

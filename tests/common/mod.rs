@@ -145,3 +145,59 @@ pub fn object_of(yaml: &str) -> Object {
         .remove(0)
         .object
 }
+
+/// A free loopback port (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Standard base64 (for `caBundle` fields).
+pub fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The chart rendered by the pinned helm (`helm template RELEASE -n NAMESPACE`), as JSON
+/// documents.
+pub fn render_chart(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let helm_home = root.join(".tools/helm");
+    let mut cmd = std::process::Command::new(root.join(".tools/bin/helm"));
+    cmd.args(["template", release])
+        .arg(root.join("charts/live-migration-guard"))
+        .args(["--namespace", namespace, "--kube-version", "1.36.3"]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd
+        .env("HELM_CACHE_HOME", helm_home.join("cache"))
+        .env("HELM_CONFIG_HOME", helm_home.join("config"))
+        .env("HELM_DATA_HOME", helm_home.join("data"))
+        .output()
+        .expect("helm runs (scripts/install-tools.sh installs it)");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    load::split_documents(&out.stdout, "helm template")
+        .expect("rendered chart parses")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
