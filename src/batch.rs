@@ -44,6 +44,38 @@ pub fn evaluate_all_until(
     facts: &Facts,
     deadline: Option<std::time::Instant>,
 ) -> Result<(Reports, Vec<Skipped>), usize> {
+    let (slots, skipped) = evaluate_slots(inputs, facts, deadline)?;
+    Ok((
+        Reports {
+            reports: slots.into_iter().flatten().collect(),
+        },
+        skipped,
+    ))
+}
+
+/// [`evaluate_all`], each report with the index of the input it is about (so the caller can
+/// name its file, document and `List` item).
+pub fn evaluate_indexed(inputs: &[Loaded], facts: &Facts) -> (Vec<(usize, Report)>, Vec<Skipped>) {
+    match evaluate_slots(inputs, facts, None) {
+        Ok((slots, skipped)) => (
+            slots
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((i, r?)))
+                .collect(),
+            skipped,
+        ),
+        // without a deadline the evaluation always completes
+        Err(_) => (Vec::new(), Vec::new()),
+    }
+}
+
+/// One slot per input: its report, or `None` for inputs that are not evaluated.
+fn evaluate_slots(
+    inputs: &[Loaded],
+    facts: &Facts,
+    deadline: Option<std::time::Instant>,
+) -> Result<(Vec<Option<Report>>, Vec<Skipped>), usize> {
     let batch_hcs = hostedclusters_by_key(inputs);
     let past = |i: usize| deadline.is_some_and(|d| i.is_multiple_of(16) && std::time::Instant::now() >= d);
     let mut slots: Vec<Option<Report>> = vec![None; inputs.len()];
@@ -86,12 +118,7 @@ pub fn evaluate_all_until(
             slots[i] = Some(hostedcluster::evaluate(hc, facts, nps));
         }
     }
-    Ok((
-        Reports {
-            reports: slots.into_iter().flatten().collect(),
-        },
-        skipped,
-    ))
+    Ok((slots, skipped))
 }
 
 /// (namespace, HostedCluster name).

@@ -4,17 +4,38 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use live_migration_guard::cli::{
-    CertsCommand, Cli, Command, InfraCredentials, LogFormat, ServeArgs, run_evaluate,
+    self, CertsCommand, Cli, Command, EvaluateAuth, InfraCredentials, LogFormat, MetricsAuth, ServeArgs,
+    run_evaluate,
 };
 use live_migration_guard::facts::{self, Snapshot, load};
+use live_migration_guard::server::auth::KubeAuth;
 use live_migration_guard::server::{self, Server, metrics::Metrics};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // As a kubectl plugin (`kubectl-live_migration_guard`), help and usage say
+    // `kubectl live-migration-guard`.
+    let mut command = Cli::command();
+    if let Some(name) = cli::plugin_name(std::env::args_os().next().as_deref()) {
+        command = command.bin_name(name);
+    }
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
+        Command::Audit(args) => ExitCode::from(cli::run_audit(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
+        Command::Completions(args) => ExitCode::from(cli::run_completions(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
         Command::Evaluate(args) => {
             let code = run_evaluate(
                 &args,
@@ -133,15 +154,21 @@ fn init_logging(format: LogFormat, metrics: &Metrics) -> tracing_appender::non_b
 }
 
 async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let config = args
-        .server_config()
-        .map_err(|e| anyhow::anyhow!("--evaluate-token-file {e}"))?;
+    args.check_auth_flags()?;
     let (audit_tx, audit_rx) = watch::channel(None);
+    let mut kube_auth = None;
     // `_cluster` keeps the watches alive for the life of the server.
     let (snapshot_rx, _cluster) = if args.uses_cluster() {
         let client = facts::cluster::client(args.kubeconfig.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("connecting to the cluster: {e}"))?;
+        if args.uses_kube_auth() {
+            kube_auth = Some(Arc::new(KubeAuth::new(
+                client.clone(),
+                args.kube_auth_settings(),
+                metrics.clone(),
+            )));
+        }
         let live = facts::cluster::start(
             client,
             facts::cluster::Options {
@@ -165,9 +192,20 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         (live.snapshot.clone(), Some(live))
     } else {
         drop(audit_tx);
+        // As lenient as `evaluate --facts`: a directory's values.yaml is skipped, said once.
         let mut loaded = Vec::new();
         for path in &args.facts {
-            loaded.extend(load::load_path(path).map_err(|e| anyhow::anyhow!("--facts {e}"))?);
+            let found = load::load_path_lenient(path);
+            if let Some(e) = found.errors.first() {
+                match found.errors.len() - 1 {
+                    0 => anyhow::bail!("--facts {e}"),
+                    more => anyhow::bail!("--facts {e} (and {more} more broken file(s))"),
+                }
+            }
+            for (file, why) in found.not_objects {
+                tracing::warn!(%file, "--facts: skipped: {why}");
+            }
+            loaded.extend(found.loaded);
         }
         let (builder, unused) = facts::builder_from(&loaded);
         for (source, kind) in unused {
@@ -187,6 +225,7 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         let (_tx, rx) = watch::channel(Arc::new(Snapshot::fixed(facts)));
         (rx, None)
     };
+    let config = args.server_config(&metrics, kube_auth)?;
     let server = Server::bind(config, snapshot_rx, audit_rx, metrics)
         .await
         .map_err(|e| name_bind_flag(e, &args))?;
@@ -194,7 +233,17 @@ async fn serve(args: ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         tracing::info!(ca_bundle = %ca.display(), "generated a CA and serving certificate; clients can trust the CA bundle at this path");
     }
     if let Some(side) = server.side_addr() {
-        tracing::info!(listen = %side?, token = args.evaluate_token_file.is_some(), "serving /v1/evaluate and /v1/report on a separate listener");
+        tracing::info!(listen = %side?, auth = ?args.evaluate_auth(), "serving /v1/evaluate and /v1/report on a separate listener");
+    }
+    let side_addr = args.evaluate_listen.unwrap_or(args.listen);
+    if args.evaluate_auth() == EvaluateAuth::None && !side_addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %side_addr,
+            "/v1/evaluate and /v1/report are unauthenticated on a non-loopback address: anyone who reaches it can read every audited object; use --evaluate-listen with --evaluate-auth kubernetes (or token)"
+        );
+    }
+    if args.metrics_auth == MetricsAuth::Kubernetes {
+        tracing::info!("/metrics needs a Kubernetes token allowed to get the non-resource URL /metrics");
     }
     tracing::info!(
         listen = %server.local_addr()?,

@@ -245,3 +245,198 @@ fn certificate_names_match_certs_generate() {
         live_migration_guard::certs::service_names(&service, "hcp-guard")
     );
 }
+
+/// Metric names the server exports, as they appear in PromQL (counters with `_total`,
+/// histograms with `_bucket`, `_sum`, `_count`), from the `# TYPE` lines of `/metrics`.
+fn exported_series() -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    use live_migration_guard::server::metrics::{
+        EndpointLabels, Metrics, ObjectLabels, RequestLabels, ResultLabels,
+    };
+    // A family without any labelled child is not exported at all: one child each.
+    let m = Metrics::default();
+    m.requests
+        .get_or_create(&RequestLabels {
+            endpoint: "/validate/nodepools",
+            kind: "NodePool",
+            operation: "CREATE",
+            verdict: "NotMigratable",
+            decision: "warn",
+            dry_run: false,
+        })
+        .inc();
+    m.duration
+        .get_or_create(&EndpointLabels {
+            endpoint: "/validate/nodepools",
+        })
+        .observe(0.001);
+    m.rejected
+        .get_or_create(&ResultLabels { result: "overload" })
+        .inc();
+    m.cert_reloads
+        .get_or_create(&ResultLabels { result: "reloaded" })
+        .inc();
+    m.objects
+        .get_or_create(&ObjectLabels {
+            kind: "NodePool",
+            namespace: "clusters".into(),
+            name: "np".into(),
+            verdict: "NotMigratable",
+        })
+        .set(1);
+    use live_migration_guard::server::metrics::{AuthApiLabels, AuthCacheLabels, AuthDecisionLabels};
+    m.auth_cache
+        .get_or_create(&AuthCacheLabels {
+            cache: "token",
+            result: "hit",
+        })
+        .inc();
+    m.auth_api
+        .get_or_create(&AuthApiLabels {
+            api: "tokenreviews",
+            result: "ok",
+        })
+        .inc();
+    m.auth_api_duration
+        .get_or_create(&AuthApiLabels {
+            api: "tokenreviews",
+            result: "ok",
+        })
+        .observe(0.002);
+    m.auth_decisions
+        .get_or_create(&AuthDecisionLabels {
+            endpoint: "/v1/evaluate",
+            result: "allowed",
+        })
+        .inc();
+    m.auth_token_reloads
+        .get_or_create(&ResultLabels { result: "reloaded" })
+        .inc();
+    let text = m.encode();
+    let mut families = std::collections::BTreeSet::new();
+    let mut series = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+        families.insert(name.to_owned());
+        match kind {
+            "counter" => {
+                series.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    series.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                series.insert(name.to_owned());
+            }
+        }
+    }
+    (families, series)
+}
+
+/// The metric names a PromQL expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("live_migration_guard_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The opt-in Grafana dashboard: a ConfigMap with the sidecar's label, a dashboard JSON whose
+/// every query reads series the server really exports, covering every metric family, and whose
+/// every expression is valid PromQL (checked by the pinned promtool).
+#[test]
+fn grafana_dashboard_reads_what_the_server_exports() {
+    let docs = render(&[
+        "grafanaDashboard.enabled=true",
+        "grafanaDashboard.annotations.grafana_folder=Webhooks",
+    ]);
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "lmg-live-migration-guard-dashboard")
+        .expect("dashboard ConfigMap");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Webhooks");
+    let dashboard: Value = serde_json::from_str(
+        cm["data"]["live-migration-guard.json"]
+            .as_str()
+            .expect("dashboard JSON"),
+    )
+    .expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "live-migration-guard");
+    let mut exprs: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = var["query"]["query"].as_str() {
+            exprs.push(q.to_owned());
+        }
+    }
+    let (families, series) = exported_series();
+    let mut read = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            assert!(
+                series.contains(&name),
+                "the dashboard reads {name}, which the server does not export ({series:?}): {expr}"
+            );
+            read.insert(name);
+        }
+    }
+    for family in &families {
+        assert!(
+            read.iter().any(|n| n.starts_with(family.as_str())),
+            "no dashboard panel shows {family}"
+        );
+    }
+    // PromQL syntax, by promtool: every panel query as a recording rule, with Grafana's
+    // variables replaced by what Grafana would put there.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let promtool = root.join(".tools/bin/promtool");
+    let rules: Vec<Value> = exprs
+        .iter()
+        .filter(|e| !e.starts_with("label_values("))
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e
+                .replace("$__rate_interval", "5m")
+                .replace("$namespace", ".*")
+                .replace("$job", ".*");
+            serde_json::json!({ "record": format!("dashboard:query{i}"), "expr": e })
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!("lmg-dashboard-rules-{}.json", std::process::id()));
+    std::fs::write(
+        &file,
+        serde_json::json!({ "groups": [{ "name": "dashboard", "rules": rules }] }).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool runs (scripts/install-tools.sh installs it)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -549,7 +549,9 @@ async fn side_endpoint_on_its_own_listener_behind_a_token_and_client_certificate
     let s = TestServer::start_with(Policy::default(), Snapshot::fixed(Facts::none()), |c| {
         c.side = Some(live_migration_guard::server::SideListener {
             listen: "127.0.0.1:0".parse().unwrap(),
-            token: Some("s3cret".into()),
+            auth: live_migration_guard::server::auth::SideAuth::Token(std::sync::Arc::new(
+                live_migration_guard::server::auth::StaticToken::fixed("s3cret", Default::default()),
+            )),
             client_auth: ClientAuth {
                 ca: Some(ca_path.clone()),
                 names: vec!["ci-pipeline".into()],

@@ -114,13 +114,19 @@ fn machine_lines<'a>(
     machines: u64,
     check: &'a FailedCheck,
 ) -> impl Iterator<Item = String> + 'a {
+    use std::fmt::Write as _;
     sorted_machine_numbers(machines).map(move |n| {
         let machine = format!("{nodepool}-{n}");
-        format!(
-            "Machine {machine}: {}: {machine} is not a live migratable machine: {}\n",
-            check.reason,
-            check.message.render(&machine)
-        )
+        // One buffer per line (writing into a String cannot fail).
+        let mut line = String::with_capacity(160 + 2 * machine.len());
+        let _ = write!(
+            line,
+            "Machine {machine}: {}: {machine} is not a live migratable machine: ",
+            check.reason
+        );
+        check.message.write_to(&mut line, &machine);
+        line.push('\n');
+        line
     })
 }
 

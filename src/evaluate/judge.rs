@@ -40,11 +40,23 @@ pub enum VmiMessage {
 
 impl VmiMessage {
     pub fn render(&self, machine: &str) -> String {
+        let mut out = String::new();
+        self.write_to(&mut out, machine);
+        out
+    }
+
+    /// Appends the message for `machine` to `out`.
+    pub fn write_to(&self, out: &mut String, machine: &str) {
+        use std::fmt::Write as _;
         match self {
-            Self::Fixed(m) => m.clone(),
-            Self::PvcNotShared { dv } => format!(
-                "cannot migrate VMI: PVC {machine}-{dv} is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)"
-            ),
+            Self::Fixed(m) => out.push_str(m),
+            // Writing into a String cannot fail.
+            Self::PvcNotShared { dv } => {
+                let _ = write!(
+                    out,
+                    "cannot migrate VMI: PVC {machine}-{dv} is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)"
+                );
+            }
         }
     }
 }

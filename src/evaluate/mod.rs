@@ -57,7 +57,7 @@ fn infra_facts<'a>(
             creds.infra_namespace
         ),
         format!(
-            "supply that cluster's StorageClasses and StorageProfiles (`--infra-facts {ns}/{name}=PATH`, or `--infra-credentials=read` on the server)"
+            "supply that cluster's StorageClasses and StorageProfiles (`--infra-facts {ns}/{name}=PATH`, or `--infra-credentials=read` with `serve`, `audit` or `evaluate --cluster`)"
         ),
     ));
     none

@@ -257,6 +257,16 @@ impl VmTemplate {
     /// pod network with bridge binding plus the allow-migration annotation when the default
     /// network is attached, a bridge interface per additional network, and the host devices.
     pub fn render(platform: &KubevirtNodePoolPlatform) -> Self {
+        let mut tpl = VmTemplate::default();
+        tpl.render_root_disk(platform);
+        tpl.render_networks(platform);
+        tpl.render_host_devices(platform);
+        tpl
+    }
+
+    /// The root DataVolume template (its storage request as the NodePool gives it), the disk
+    /// and the volume that use it.
+    fn render_root_disk(&mut self, platform: &KubevirtNodePoolPlatform) {
         let persistent = platform.root_volume.as_ref().and_then(|r| r.persistent.as_ref());
         let storage = StorageRequest {
             access_modes: persistent
@@ -265,9 +275,7 @@ impl VmTemplate {
             storage_class_name: persistent.and_then(|p| p.storage_class.clone()),
             volume_mode: persistent.and_then(|p| p.volume_mode),
         };
-        let mut tpl = VmTemplate::default();
-        let spec = &mut tpl.spec;
-        spec.data_volume_templates.push(DataVolumeTemplate {
+        self.spec.data_volume_templates.push(DataVolumeTemplate {
             metadata: NameMeta {
                 name: ROOT_DISK.into(),
             },
@@ -276,7 +284,7 @@ impl VmTemplate {
                 pvc: None,
             },
         });
-        let vmi = &mut spec.template;
+        let vmi = &mut self.spec.template;
         vmi.spec.domain.devices.disks.push(Disk {
             name: ROOT_DISK.into(),
             disk: Some(json!({"bus": "virtio"})),
@@ -289,6 +297,12 @@ impl VmTemplate {
             }),
             ..Volume::default()
         });
+    }
+
+    /// The pod network with a bridge binding (unless `attachDefaultNetwork: false`, with the
+    /// annotation that allows migrating it), then one Multus network per additional network.
+    fn render_networks(&mut self, platform: &KubevirtNodePoolPlatform) {
+        let vmi = &mut self.spec.template;
         if platform.attach_default_network.unwrap_or(true) {
             vmi.metadata
                 .annotations
@@ -317,7 +331,12 @@ impl VmTemplate {
                 multus: Some(json!({"networkName": net.name})),
             });
         }
-        let devices = &mut vmi.spec.domain.devices.host_devices;
+    }
+
+    /// `count` host devices per entry, numbered across entries, at most
+    /// `MAX_RENDERED_HOST_DEVICES` in all.
+    fn render_host_devices(&mut self, platform: &KubevirtNodePoolPlatform) {
+        let devices = &mut self.spec.template.spec.domain.devices.host_devices;
         'outer: for dev in platform.host_devices() {
             for _ in 0..dev.count.unwrap_or(1).max(0) {
                 if devices.len() == MAX_RENDERED_HOST_DEVICES {
@@ -329,7 +348,6 @@ impl VmTemplate {
                 });
             }
         }
-        tpl
     }
 
     /// The root DataVolume template, if a patch did not remove it.

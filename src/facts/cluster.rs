@@ -492,15 +492,7 @@ async fn build_loop(
                 facts
             }
         };
-        let namespace_modes: HashMap<String, String> = stores
-            .namespaces
-            .state()
-            .iter()
-            .filter_map(|ns| {
-                let mode = ns.metadata.labels.as_ref()?.get(MODE_LABEL)?;
-                Some((ns.metadata.name.clone()?, mode.clone()))
-            })
-            .collect();
+        let namespace_modes = namespace_modes(&stores.namespaces.state());
         let ready = watches.readiness();
         tx.send_replace(Arc::new(Snapshot {
             facts,
@@ -527,31 +519,68 @@ async fn build_loop(
 }
 
 fn build_facts(stores: &Stores, watches: &Watches, infra: Option<&InfraClusters>) -> Facts {
-    let mut b = FactsBuilder::default();
-    if watches.present("StorageClasses") {
-        b = b.storage_classes_known();
-    }
-    if watches.present("StorageProfiles") {
-        b = b.storage_profiles_known();
-    }
-    for sc in stores.classes.state() {
-        b.add_storage_class(&sc);
-    }
-    for sp in stores.profiles.state() {
-        b.add_storage_profile(&sp);
-    }
-    for kv in stores.kubevirts.state() {
-        b.add_kubevirt(&kv);
-    }
-    for hc in stores.hosted_clusters.state() {
-        b.add_hosted_cluster(hc.as_ref().clone());
-    }
+    let mut b = builder_of(&Parts {
+        classes: &stores.classes.state(),
+        classes_known: watches.present("StorageClasses"),
+        profiles: &stores.profiles.state(),
+        profiles_known: watches.present("StorageProfiles"),
+        kubevirts: &stores.kubevirts.state(),
+        hosted_clusters: &stores.hosted_clusters.state(),
+    });
     if let Some(infra) = infra {
         for ((ns, name), facts) in infra.current() {
             b.add_infra(&ns, &name, facts);
         }
     }
     b.build()
+}
+
+/// What the facts are made of, from watches' stores or from one-shot lists.
+struct Parts<'a> {
+    classes: &'a [Arc<StorageClass>],
+    /// The StorageClass list is complete (synced or listed).
+    classes_known: bool,
+    profiles: &'a [Arc<StorageProfile>],
+    /// CDI is installed and its StorageProfiles were synced or listed.
+    profiles_known: bool,
+    kubevirts: &'a [Arc<KubeVirt>],
+    hosted_clusters: &'a [Arc<HostedCluster>],
+}
+
+/// The one place objects become facts, for the server's watches, its infra clusters and the
+/// CLI's one-shot lists alike.
+fn builder_of(parts: &Parts<'_>) -> FactsBuilder {
+    let mut b = FactsBuilder::default();
+    if parts.classes_known {
+        b = b.storage_classes_known();
+    }
+    if parts.profiles_known {
+        b = b.storage_profiles_known();
+    }
+    for sc in parts.classes {
+        b.add_storage_class(sc);
+    }
+    for sp in parts.profiles {
+        b.add_storage_profile(sp);
+    }
+    for kv in parts.kubevirts {
+        b.add_kubevirt(kv);
+    }
+    for hc in parts.hosted_clusters {
+        b.add_hosted_cluster(hc.as_ref().clone());
+    }
+    b
+}
+
+/// The `live-migration-guard.io/mode` label of each (labelled) namespace.
+fn namespace_modes(namespaces: &[Arc<Namespace>]) -> HashMap<String, String> {
+    namespaces
+        .iter()
+        .filter_map(|ns| {
+            let mode = ns.metadata.labels.as_ref()?.get(MODE_LABEL)?;
+            Some((ns.metadata.name.clone()?, mode.clone()))
+        })
+        .collect()
 }
 
 /// Fact caches for external infrastructure clusters (HostedCluster `credentials`),
@@ -668,28 +697,10 @@ async fn infra_loop(
         *state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = s;
         parent.changed.notify_one();
     };
-    let secrets: Api<Secret> = Api::namespaced(client, &namespace);
     let infra_client = loop {
-        let problem = match secrets.get(&secret).await {
-            Ok(s) => match s.data.as_ref().and_then(|d| d.get(&key)) {
-                None => format!("Secret {namespace}/{secret} has no key {key}"),
-                Some(bytes) => match infra_client(&bytes.0).await {
-                    Ok(c) => break c,
-                    Err(e) => {
-                        format!("Secret {namespace}/{secret} key {key} is not a usable kubeconfig: {e}")
-                    }
-                },
-            },
-            Err(kube::Error::Api(s)) if s.code == 404 => {
-                format!("Secret {namespace}/{secret} does not exist (yet)")
-            }
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                format!(
-                    "reading Secret {namespace}/{secret} is forbidden (RBAC): {}",
-                    s.message
-                )
-            }
-            Err(e) => format!("reading Secret {namespace}/{secret}: {e}"),
+        let problem = match infra_client_from_secret(&client, &namespace, &secret, &key).await {
+            Ok(c) => break c,
+            Err(problem) => problem,
         };
         tracing::info!(%problem, "external infrastructure facts unavailable; retrying");
         set(InfraFacts::Unavailable(problem));
@@ -721,20 +732,15 @@ async fn infra_loop(
         match watches.readiness() {
             Err(why) => set(InfraFacts::Unavailable(format!("infrastructure cluster: {why}"))),
             Ok(()) => {
-                let mut b = FactsBuilder::default().storage_classes_known();
-                if watches.present("StorageProfiles") {
-                    b = b.storage_profiles_known();
-                }
-                for sc in classes.state() {
-                    b.add_storage_class(&sc);
-                }
-                for sp in profiles.state() {
-                    b.add_storage_profile(&sp);
-                }
-                for kv in kubevirts.state() {
-                    b.add_kubevirt(&kv);
-                }
-                let mut facts = b.build();
+                let mut facts = builder_of(&Parts {
+                    classes: &classes.state(),
+                    classes_known: true,
+                    profiles: &profiles.state(),
+                    profiles_known: watches.present("StorageProfiles"),
+                    kubevirts: &kubevirts.state(),
+                    hosted_clusters: &[],
+                })
+                .build();
                 if let Some((age, why)) = watches.stale_for().filter(|(age, _)| *age > opts.max_staleness) {
                     facts = facts.mark_unavailable(format!(
                         "the infrastructure cluster has not answered for {}s ({why})",
@@ -748,6 +754,33 @@ async fn infra_loop(
             _ = watches.changed.notified() => tokio::time::sleep(opts.debounce).await,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
+    }
+}
+
+/// A client for the infrastructure cluster whose kubeconfig is key `key` of Secret
+/// `namespace/secret`; else why not, in words.
+async fn infra_client_from_secret(
+    client: &Client,
+    namespace: &str,
+    secret: &str,
+    key: &str,
+) -> Result<Client, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match secrets.get(secret).await {
+        Ok(s) => match s.data.as_ref().and_then(|d| d.get(key)) {
+            None => Err(format!("Secret {namespace}/{secret} has no key {key}")),
+            Some(bytes) => infra_client(&bytes.0).await.map_err(|e| {
+                format!("Secret {namespace}/{secret} key {key} is not a usable kubeconfig: {e}")
+            }),
+        },
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            Err(format!("Secret {namespace}/{secret} does not exist (yet)"))
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(format!(
+            "reading Secret {namespace}/{secret} is forbidden (RBAC): {}",
+            s.message
+        )),
+        Err(e) => Err(format!("reading Secret {namespace}/{secret}: {e}")),
     }
 }
 
@@ -775,4 +808,562 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Stri
         None => kube::Config::infer().await.map_err(|e| e.to_string())?,
     };
     Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// A client for the CLI's one-shot reads, with where it points.
+pub struct Connected {
+    pub client: Client,
+    /// The API server's URL, as the kubeconfig names it.
+    pub server: String,
+    /// The namespace of the kubeconfig context (`default` when it names none).
+    pub default_namespace: String,
+}
+
+/// How long the CLI waits for a TCP/TLS connection, and for one answer of the API server.
+const CLI_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CLI_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why no client could be made, naming the flag or file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("--kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("--context {context}: {message}")]
+    Context { context: String, message: String },
+    #[error(
+        "no kubeconfig found (KUBECONFIG, ~/.kube/config) and not running in a pod: {0}; pass --kubeconfig PATH"
+    )]
+    NoConfig(String),
+    #[error("the kubeconfig cannot be used: {0}")]
+    Client(String),
+}
+
+/// A client for `--kubeconfig` and `--context` as kubectl reads them: the file (else
+/// `KUBECONFIG`, else `~/.kube/config`, else the pod's service account) and the context
+/// (else the current one).
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<Connected, ConnectError> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    // the flag to fix: --context when one was given and the file was read, else the file
+    let named = |message: String| match (kubeconfig, context) {
+        (_, Some(c)) => ConnectError::Context {
+            context: c.to_owned(),
+            message,
+        },
+        (Some(path), None) => ConnectError::Kubeconfig {
+            path: path.display().to_string(),
+            message,
+        },
+        (None, None) => ConnectError::NoConfig(message),
+    };
+    let mut config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| ConnectError::Kubeconfig {
+                path: path.display().to_string(),
+                message: error_chain(&e),
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| named(error_chain(&e)))?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| named(error_chain(&e)))?,
+        (None, None) => kube::Config::infer().await.map_err(|e| named(error_chain(&e)))?,
+    };
+    config.connect_timeout = Some(CLI_CONNECT_TIMEOUT);
+    config.read_timeout = Some(CLI_READ_TIMEOUT);
+    let server = config.cluster_url.to_string().trim_end_matches('/').to_owned();
+    let default_namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|e| ConnectError::Client(error_chain(&e)))?;
+    Ok(Connected {
+        client,
+        server,
+        default_namespace,
+    })
+}
+
+/// An error and its sources on one line, each text once (kube's errors often repeat their
+/// source in their own message).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
+}
+
+/// Where the CLI lists NodePools and HostedClusters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace (`-A`): one cluster-wide list.
+    All,
+    /// These namespaces, one list each.
+    Namespaces(Vec<String>),
+}
+
+/// What [`list_once`] reads.
+#[derive(Clone, Debug)]
+pub struct ListOptions {
+    /// Where NodePools are listed; `None`: not at all.
+    pub nodepools: Option<Scope>,
+    /// Where HostedClusters are listed (the NodePools' clusters, and audited themselves).
+    pub hosted_clusters: Scope,
+    /// Also list the namespaces labelled `live-migration-guard.io/mode`.
+    pub namespace_modes: bool,
+    /// Read HostedClusters' infra kubeconfig Secrets and list those clusters' facts, as
+    /// `serve --infra-credentials=read` watches them.
+    pub infra_credentials: bool,
+    /// Objects per list request (the API server pages longer lists).
+    pub page_size: u32,
+    /// At most this many external infrastructure clusters are read.
+    pub max_infra_clusters: usize,
+    /// With `infra_credentials`: also read the infra credentials of these HostedClusters (the
+    /// CLI's inputs, which may not exist in the cluster yet).
+    pub infra_for: Vec<Arc<HostedCluster>>,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        Self {
+            nodepools: None,
+            hosted_clusters: Scope::All,
+            namespace_modes: false,
+            infra_credentials: false,
+            page_size: 500,
+            max_infra_clusters: Options::default().max_infra_clusters,
+            infra_for: Vec::new(),
+        }
+    }
+}
+
+/// How far a one-shot list has come: `listed` objects of `what` so far; `done` once the
+/// list is complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub what: String,
+    pub listed: usize,
+    pub done: bool,
+}
+
+/// What [`list_once`] read: the facts (and namespace modes) the server would hold, and the
+/// NodePools its audit would evaluate.
+#[derive(Debug)]
+pub struct Listed {
+    pub snapshot: Snapshot,
+    pub nodepools: Vec<Arc<NodePool>>,
+    /// APIs this cluster does not serve (their CRD is not installed), e.g. `StorageProfiles
+    /// (cdi.kubevirt.io)`: their facts are absent, as the server treats a 404.
+    pub absent: Vec<String>,
+}
+
+/// A list the API server did not answer: one line naming the resource and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error(
+        "listing {what}: {message}; grant RBAC \"list\" on {resource} {scope} (every permission needed: audit --help)"
+    )]
+    Forbidden {
+        what: String,
+        resource: String,
+        scope: String,
+        message: String,
+    },
+    #[error(
+        "the API server {server} rejected the credentials (401 Unauthorized) while listing {what}: {message}; log in again or pick another --context"
+    )]
+    Unauthorized {
+        server: String,
+        what: String,
+        message: String,
+    },
+    #[error("cannot reach the API server {server} while listing {what}: {message}")]
+    Unreachable {
+        server: String,
+        what: String,
+        message: String,
+    },
+    #[error("listing {what} {scope}: the API server answered {code} {reason}: {message}")]
+    Api {
+        what: String,
+        scope: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+}
+
+/// One kind of object the CLI lists: its name for people and for RBAC.
+struct Listing<'a> {
+    what: &'a str,
+    /// `resource.group` as RBAC names it (`namespaces` for the core group).
+    resource: &'a str,
+    /// A 404 means "not installed" (a CRD) instead of an error.
+    optional: bool,
+}
+
+const STORAGE_CLASSES: Listing<'static> = Listing {
+    what: "StorageClasses",
+    resource: "storageclasses.storage.k8s.io",
+    optional: false,
+};
+const STORAGE_PROFILES: Listing<'static> = Listing {
+    what: "StorageProfiles",
+    resource: "storageprofiles.cdi.kubevirt.io",
+    optional: true,
+};
+const KUBEVIRTS: Listing<'static> = Listing {
+    what: "KubeVirts",
+    resource: "kubevirts.kubevirt.io",
+    optional: true,
+};
+const HOSTED_CLUSTERS: Listing<'static> = Listing {
+    what: "HostedClusters",
+    resource: "hostedclusters.hypershift.openshift.io",
+    optional: true,
+};
+const NODEPOOLS: Listing<'static> = Listing {
+    what: "NodePools",
+    resource: "nodepools.hypershift.openshift.io",
+    optional: true,
+};
+const NAMESPACES: Listing<'static> = Listing {
+    what: "Namespaces",
+    resource: "namespaces",
+    optional: false,
+};
+
+/// Lists, once, what the server's reflectors watch (StorageClasses, StorageProfiles, KubeVirt,
+/// HostedClusters, NodePools, labelled Namespaces; [`WATCHED`]) and turns it into the same
+/// facts, through the same stripping and the same builder. Pages of `page_size` objects;
+/// `progress` hears of every page. `server` names the API server in errors.
+pub async fn list_once(
+    client: &Client,
+    server: &str,
+    opts: &ListOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<Listed, ListError> {
+    let mut absent = Vec::new();
+    let lister = Lister {
+        server,
+        page_size: opts.page_size,
+        progress,
+    };
+    let classes = lister
+        .list(
+            Api::all(client.clone()),
+            &STORAGE_CLASSES,
+            None,
+            None,
+            strip_storage_class,
+        )
+        .await?
+        .unwrap_or_default();
+    let profiles = lister
+        .list(Api::all(client.clone()), &STORAGE_PROFILES, None, None, keep)
+        .await?;
+    let profiles_known = profiles.is_some();
+    if !profiles_known {
+        absent.push(format!("{} (cdi.kubevirt.io)", STORAGE_PROFILES.what));
+    }
+    let kubevirts = lister
+        .list(Api::all(client.clone()), &KUBEVIRTS, None, None, keep)
+        .await?;
+    if kubevirts.is_none() {
+        absent.push(format!("{} (kubevirt.io)", KUBEVIRTS.what));
+    }
+    let (hosted_clusters, hc_served) = lister
+        .list_scoped::<HostedCluster>(client, &opts.hosted_clusters, &HOSTED_CLUSTERS)
+        .await?;
+    let nodepools = match &opts.nodepools {
+        Some(scope) => {
+            let (nps, served) = lister.list_scoped::<NodePool>(client, scope, &NODEPOOLS).await?;
+            if !served {
+                absent.push(format!("{} (hypershift.openshift.io)", NODEPOOLS.what));
+            }
+            nps
+        }
+        None => Vec::new(),
+    };
+    if !hc_served {
+        absent.push(format!("{} (hypershift.openshift.io)", HOSTED_CLUSTERS.what));
+    }
+    let namespace_modes = if opts.namespace_modes {
+        let namespaces = lister
+            .list(
+                Api::all(client.clone()),
+                &NAMESPACES,
+                None,
+                Some(MODE_LABEL),
+                strip_namespace,
+            )
+            .await?
+            .unwrap_or_default();
+        Some(Arc::new(namespace_modes(&namespaces)))
+    } else {
+        None
+    };
+    let mut builder = builder_of(&Parts {
+        classes: &classes,
+        classes_known: true,
+        profiles: profiles.as_deref().unwrap_or_default(),
+        profiles_known,
+        kubevirts: kubevirts.as_deref().unwrap_or_default(),
+        hosted_clusters: &hosted_clusters,
+    });
+    if opts.infra_credentials {
+        // the inputs first: an input's credentials win over the stored object's
+        let mut with_credentials = opts.infra_for.clone();
+        with_credentials.extend(hosted_clusters.iter().cloned());
+        for (key, facts) in lister
+            .infra_facts(client, &with_credentials, opts.max_infra_clusters)
+            .await
+        {
+            builder.add_infra(&key.0, &key.1, facts);
+        }
+    }
+    Ok(Listed {
+        snapshot: Snapshot {
+            namespace_modes,
+            ..Snapshot::fixed(builder.build())
+        },
+        nodepools,
+        absent,
+    })
+}
+
+struct Lister<'a> {
+    server: &'a str,
+    page_size: u32,
+    progress: &'a dyn Fn(Progress),
+}
+
+impl Lister<'_> {
+    /// Every object of `api`, page by page, stripped like the watches strip them; `None` when
+    /// an optional API is not served (404).
+    async fn list<K>(
+        &self,
+        api: Api<K>,
+        listing: &Listing<'_>,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        strip: fn(&mut K),
+    ) -> Result<Option<Vec<Arc<K>>>, ListError>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let scope = match namespace {
+            Some(ns) => format!("in namespace {ns}"),
+            None => "at the cluster scope".to_owned(),
+        };
+        let mut out = Vec::new();
+        let mut params = kube::api::ListParams {
+            label_selector: label_selector.map(str::to_owned),
+            ..Default::default()
+        }
+        .limit(self.page_size);
+        loop {
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(kube::Error::Api(s)) if s.code == 404 && listing.optional => return Ok(None),
+                Err(e) => return Err(self.error(listing, &scope, e)),
+            };
+            out.extend(page.items.into_iter().map(|mut k| {
+                strip(&mut k);
+                Arc::new(k)
+            }));
+            let next = page.metadata.continue_.filter(|c| !c.is_empty());
+            (self.progress)(Progress {
+                what: listing.what.to_owned(),
+                listed: out.len(),
+                done: next.is_none(),
+            });
+            match next {
+                Some(token) => params.continue_token = Some(token),
+                None => return Ok(Some(out)),
+            }
+        }
+    }
+
+    /// NodePools or HostedClusters in `scope`; `false` when the API is not served.
+    async fn list_scoped<K>(
+        &self,
+        client: &Client,
+        scope: &Scope,
+        listing: &Listing<'_>,
+    ) -> Result<(Vec<Arc<K>>, bool), ListError>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match scope {
+            Scope::All => {
+                let found = self
+                    .list(Api::<K>::all(client.clone()), listing, None, None, keep)
+                    .await?;
+                let served = found.is_some();
+                Ok((found.unwrap_or_default(), served))
+            }
+            Scope::Namespaces(namespaces) => {
+                let mut all = Vec::new();
+                let mut served = true;
+                for ns in namespaces {
+                    match self
+                        .list(
+                            Api::<K>::namespaced(client.clone(), ns),
+                            listing,
+                            Some(ns),
+                            None,
+                            keep,
+                        )
+                        .await?
+                    {
+                        Some(found) => all.extend(found),
+                        None => served = false,
+                    }
+                }
+                Ok((all, served))
+            }
+        }
+    }
+
+    fn error(&self, listing: &Listing<'_>, scope: &str, e: kube::Error) -> ListError {
+        let what = listing.what.to_owned();
+        match e {
+            kube::Error::Api(s) if s.code == 403 => ListError::Forbidden {
+                what,
+                resource: listing.resource.to_owned(),
+                scope: scope.to_owned(),
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 401 => ListError::Unauthorized {
+                server: self.server.to_owned(),
+                what,
+                message: if s.message.is_empty() {
+                    "Unauthorized".to_owned()
+                } else {
+                    s.message.clone()
+                },
+            },
+            kube::Error::Api(s) => ListError::Api {
+                what,
+                scope: scope.to_owned(),
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => ListError::Unreachable {
+                server: self.server.to_owned(),
+                what,
+                message: error_chain(&other),
+            },
+        }
+    }
+
+    /// The facts of each HostedCluster's external infrastructure cluster (those with
+    /// `credentials`): what cannot be read becomes `Unavailable` with why, as in the server.
+    async fn infra_facts(
+        &self,
+        client: &Client,
+        hosted_clusters: &[Arc<HostedCluster>],
+        max: usize,
+    ) -> Vec<((String, String), InfraFacts)> {
+        let mut out = Vec::new();
+        for hc in hosted_clusters {
+            let Some(secret) = hc.credentials().and_then(|c| c.infra_kube_config_secret.as_ref()) else {
+                continue;
+            };
+            let (ns, name) = hc.key();
+            let key = (ns.to_owned(), name.to_owned());
+            if out.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if out.len() >= max {
+                out.push((
+                    key,
+                    InfraFacts::Unavailable(format!(
+                        "more than {max} external infrastructure clusters; raise the limit"
+                    )),
+                ));
+                continue;
+            }
+            let facts = match infra_client_from_secret(client, ns, &secret.name, &secret.key).await {
+                Err(problem) => InfraFacts::Unavailable(problem),
+                Ok(infra) => match self.infra_cluster_facts(&infra, ns, name).await {
+                    Ok(facts) => InfraFacts::Ready(Arc::new(facts)),
+                    Err(e) => InfraFacts::Unavailable(format!("infrastructure cluster: {e}")),
+                },
+            };
+            out.push((key, facts));
+        }
+        out
+    }
+
+    async fn infra_cluster_facts(&self, infra: &Client, ns: &str, name: &str) -> Result<Facts, ListError> {
+        let label = |l: &Listing<'_>| format!("{} of HostedCluster {ns}/{name}'s infrastructure", l.what);
+        let (sc_what, sp_what, kv_what) = (
+            label(&STORAGE_CLASSES),
+            label(&STORAGE_PROFILES),
+            label(&KUBEVIRTS),
+        );
+        let classes = self
+            .list(
+                Api::all(infra.clone()),
+                &Listing {
+                    what: &sc_what,
+                    ..STORAGE_CLASSES
+                },
+                None,
+                None,
+                strip_storage_class,
+            )
+            .await?
+            .unwrap_or_default();
+        let profiles = self
+            .list(
+                Api::all(infra.clone()),
+                &Listing {
+                    what: &sp_what,
+                    ..STORAGE_PROFILES
+                },
+                None,
+                None,
+                keep,
+            )
+            .await?;
+        let kubevirts = self
+            .list(
+                Api::all(infra.clone()),
+                &Listing {
+                    what: &kv_what,
+                    ..KUBEVIRTS
+                },
+                None,
+                None,
+                keep,
+            )
+            .await?;
+        Ok(builder_of(&Parts {
+            classes: &classes,
+            classes_known: true,
+            profiles: profiles.as_deref().unwrap_or_default(),
+            profiles_known: profiles.is_some(),
+            kubevirts: kubevirts.as_deref().unwrap_or_default(),
+            hosted_clusters: &[],
+        })
+        .build())
+    }
 }

@@ -150,6 +150,25 @@ pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Vec<Loaded>, LoadError>
 
 /// [`parse_bytes`] with explicit limits.
 pub fn parse_bytes_limited(bytes: &[u8], origin: &str, limits: Limits) -> Result<Vec<Loaded>, LoadError> {
+    parse_into(bytes, origin, limits, None)
+}
+
+/// [`parse_bytes`], also returning each object's document as read (`raw[i]` is `loaded[i]`'s:
+/// the `List` item, the AdmissionReview's `request.object`), for callers that pass objects on
+/// whole (the CLI's admission simulation).
+pub fn parse_bytes_with_raw(bytes: &[u8], origin: &str) -> Result<(Vec<Loaded>, Vec<Value>), LoadError> {
+    let mut raw = Vec::new();
+    let loaded = parse_into(bytes, origin, Limits::LocalFiles, Some(&mut raw))?;
+    Ok((loaded, raw))
+}
+
+/// Parses `bytes`; on success appends each object's raw document to `raw` (if given).
+fn parse_into(
+    bytes: &[u8],
+    origin: &str,
+    limits: Limits,
+    raw: Option<&mut Vec<Value>>,
+) -> Result<Vec<Loaded>, LoadError> {
     let docs = split_documents_limited(bytes, origin, limits)?;
     if let Limits::Request { max_objects } = limits {
         let count: usize = docs.iter().map(object_count).sum();
@@ -162,13 +181,17 @@ pub fn parse_bytes_limited(bytes: &[u8], origin: &str, limits: Limits) -> Result
         }
     }
     let mut out = Vec::with_capacity(docs.len());
+    let mut kept = raw.is_some().then(Vec::new);
     for (i, doc) in docs.into_iter().enumerate() {
         let source = Source {
             origin: origin.to_owned(),
             document: i + 1,
             item: None,
         };
-        classify(doc, source, &mut out)?;
+        classify(doc, source, &mut out, kept.as_mut())?;
+    }
+    if let (Some(raw), Some(kept)) = (raw, kept) {
+        raw.extend(kept);
     }
     Ok(out)
 }
@@ -176,6 +199,10 @@ pub fn parse_bytes_limited(bytes: &[u8], origin: &str, limits: Limits) -> Result
 /// Reads a file, or every `.yaml`/`.yml`/`.json` file under a directory (recursively,
 /// in name order). Hidden entries (`.git`, `..data`) are skipped.
 pub fn load_path(path: &Path) -> Result<Vec<Loaded>, LoadError> {
+    load_path_into(path, None)
+}
+
+fn load_path_into(path: &Path, mut raw: Option<&mut Vec<Value>>) -> Result<Vec<Loaded>, LoadError> {
     let io = |e| LoadError::Io {
         path: path.display().to_string(),
         source: e,
@@ -183,7 +210,7 @@ pub fn load_path(path: &Path) -> Result<Vec<Loaded>, LoadError> {
     let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_dir() {
         let bytes = std::fs::read(path).map_err(io)?;
-        return parse_bytes(&bytes, &path.display().to_string());
+        return parse_into(&bytes, &path.display().to_string(), Limits::LocalFiles, raw);
     }
     let mut files = Vec::new();
     collect_files(path, &mut files)?;
@@ -193,7 +220,12 @@ pub fn load_path(path: &Path) -> Result<Vec<Loaded>, LoadError> {
             path: f.display().to_string(),
             source: e,
         })?;
-        out.extend(parse_bytes(&bytes, &f.display().to_string())?);
+        out.extend(parse_into(
+            &bytes,
+            &f.display().to_string(),
+            Limits::LocalFiles,
+            raw.as_deref_mut(),
+        )?);
     }
     Ok(out)
 }
@@ -202,6 +234,9 @@ pub fn load_path(path: &Path) -> Result<Vec<Loaded>, LoadError> {
 #[derive(Debug, Default)]
 pub struct PathLoad {
     pub loaded: Vec<Loaded>,
+    /// With [`load_path_lenient_with_raw`]: each loaded object's document as read
+    /// (`raw[i]` is `loaded[i]`'s); empty otherwise.
+    pub raw: Vec<Value>,
     /// Files in a directory that hold no Kubernetes object at all (a Helm `values.yaml`, a
     /// config file): skipped, with why.
     pub not_objects: Vec<(String, String)>,
@@ -214,7 +249,17 @@ pub struct PathLoad {
 /// `not_objects` instead of failing the load, and every broken file is reported, not only
 /// the first. A path named directly is held to [`load_path`]'s rules.
 pub fn load_path_lenient(path: &Path) -> PathLoad {
+    lenient(path, false)
+}
+
+/// [`load_path_lenient`], keeping each object's document as read in [`PathLoad::raw`].
+pub fn load_path_lenient_with_raw(path: &Path) -> PathLoad {
+    lenient(path, true)
+}
+
+fn lenient(path: &Path, keep_raw: bool) -> PathLoad {
     let mut out = PathLoad::default();
+    let mut raw = Vec::new();
     let is_dir = match std::fs::metadata(path) {
         Ok(meta) => meta.is_dir(),
         Err(source) => {
@@ -226,10 +271,11 @@ pub fn load_path_lenient(path: &Path) -> PathLoad {
         }
     };
     if !is_dir {
-        match load_path(path) {
+        match load_path_into(path, keep_raw.then_some(&mut raw)) {
             Ok(v) => out.loaded = v,
             Err(e) => out.errors.push(e),
         }
+        out.raw = raw;
         return out;
     }
     let mut files = Vec::new();
@@ -245,7 +291,7 @@ pub fn load_path_lenient(path: &Path) -> PathLoad {
                 continue;
             }
         };
-        match parse_bytes(&bytes, &origin) {
+        match parse_into(&bytes, &origin, Limits::LocalFiles, keep_raw.then_some(&mut raw)) {
             Ok(v) => out.loaded.extend(v),
             Err(e @ LoadError::Document { .. }) => match split_documents(&bytes, &origin) {
                 Ok(docs) if !docs.iter().any(looks_like_object) => out.not_objects.push((
@@ -257,6 +303,7 @@ pub fn load_path_lenient(path: &Path) -> PathLoad {
             Err(e) => out.errors.push(e),
         }
     }
+    out.raw = raw;
     out
 }
 
@@ -346,7 +393,12 @@ fn object_count(doc: &Value) -> usize {
     }
 }
 
-fn classify(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<(), LoadError> {
+fn classify(
+    doc: Value,
+    source: Source,
+    out: &mut Vec<Loaded>,
+    raw: Option<&mut Vec<Value>>,
+) -> Result<(), LoadError> {
     let Value::Object(map) = &doc else {
         return Err(LoadError::Document {
             at: source,
@@ -366,7 +418,7 @@ fn classify(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<(), Loa
         });
     }
     if kind.ends_with("List") && map.contains_key("items") {
-        return classify_list(doc, source, out);
+        return classify_list(doc, source, out, raw);
     }
     if kind == "AdmissionReview" {
         let object = doc
@@ -379,7 +431,10 @@ fn classify(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<(), Loa
                 message: "AdmissionReview has no request.object to evaluate".to_owned(),
             });
         };
-        return classify(object, source, out);
+        return classify(object, source, out, raw);
+    }
+    if let Some(raw) = raw {
+        raw.push(doc.clone());
     }
     let object = match (api_version.as_str(), kind.as_str()) {
         ("hypershift.openshift.io/v1beta1", "NodePool") => Object::NodePool(typed(doc, &source, &kind)?),
@@ -400,7 +455,12 @@ fn classify(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<(), Loa
     Ok(())
 }
 
-fn classify_list(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<(), LoadError> {
+fn classify_list(
+    doc: Value,
+    source: Source,
+    out: &mut Vec<Loaded>,
+    mut raw: Option<&mut Vec<Value>>,
+) -> Result<(), LoadError> {
     let Some(Value::Array(items)) = doc.get("items") else {
         return Err(LoadError::Document {
             at: source,
@@ -418,7 +478,7 @@ fn classify_list(doc: Value, source: Source, out: &mut Vec<Loaded>) -> Result<()
             item: Some(i + 1),
             ..source.clone()
         };
-        classify(item.clone(), src, out)?;
+        classify(item.clone(), src, out, raw.as_deref_mut())?;
     }
     Ok(())
 }

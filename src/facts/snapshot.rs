@@ -93,10 +93,9 @@ impl KubeVirtVersion {
     /// `Some(true)` if known and at least the upstream tag `tag` (e.g. `"1.8.0-rc.0"`),
     /// `None` when unknown.
     pub fn since(&self, tag: &str) -> Option<bool> {
-        match (self, semver::Version::parse(tag)) {
-            (Self::Known(v), Ok(t)) => Some(*v >= t),
-            _ => None,
-        }
+        // The tag is parsed only for a known version (rules ask this many times per object).
+        let Self::Known(v) = self else { return None };
+        semver::Version::parse(tag).ok().map(|t| *v >= t)
     }
 
     /// `Some(true)` if known and `>= major.minor.0` (the release, not its pre-releases).

@@ -36,8 +36,8 @@ pub enum Routes {
     All,
     /// Admission only: the side endpoints have their own listener.
     Admission,
-    /// The side endpoints only, optionally behind a bearer token.
-    Side { token: Option<Arc<str>> },
+    /// The side endpoints only, behind `auth` (see [`super::auth`]).
+    Side { auth: super::auth::SideAuth },
 }
 
 /// A listener's routes, with the body limit, the in-flight bound (fast 503 instead of a
@@ -77,10 +77,10 @@ pub fn router(state: AppState, limits: &Limits, routes: Routes) -> Router {
     let routes = match routes {
         Routes::All => admission.merge(side),
         Routes::Admission => admission,
-        Routes::Side { token: None } => side,
-        Routes::Side { token: Some(token) } => {
-            side.layer(axum::middleware::from_fn_with_state(token, require_token))
-        }
+        Routes::Side { auth } => side.route_layer(axum::middleware::from_fn_with_state(
+            (auth, state.metrics.clone()),
+            super::auth::side,
+        )),
     };
     let receive = super::body::BodyLimits {
         admission_bytes: limits.body_bytes,
@@ -120,31 +120,6 @@ struct Evaluation {
     slots: Arc<Semaphore>,
     timeout: std::time::Duration,
     max_objects: usize,
-}
-
-/// `Authorization: Bearer <token>` on the side listener (compared in constant time).
-async fn require_token(
-    State(token): State<Arc<str>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        presented.as_bytes(),
-        token.as_bytes(),
-    )) {
-        return status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "this endpoint needs `Authorization: Bearer <token>` (see --evaluate-token-file)".into(),
-        );
-    }
-    next.run(req).await
 }
 
 /// While draining, HTTP/1.1 responses carry `Connection: close`, so clients (kube-apiserver
@@ -418,11 +393,18 @@ fn evaluate_body(
     Ok(answer)
 }
 
-/// `GET /v1/report`: the last audit of existing objects that are not migratable.
-async fn report(State(s): State<AppState>) -> Response {
+/// `GET /v1/report`: the last audit of existing objects that are not migratable; with
+/// `kubernetes` auth only the objects the caller may list.
+async fn report(State(s): State<AppState>, caller: Option<axum::Extension<super::auth::Caller>>) -> Response {
     let audit = s.audit.borrow().clone();
     match audit {
-        Some(reports) => json_response(StatusCode::OK, reports.as_ref()),
+        Some(reports) => match caller {
+            None => json_response(StatusCode::OK, reports.as_ref()),
+            Some(axum::Extension(c)) => match c.auth.visible_reports(&c.user, &reports).await {
+                Ok(visible) => json_response(StatusCode::OK, &visible),
+                Err(e) => e.into_response(),
+            },
+        },
         None => status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",

@@ -233,7 +233,11 @@ impl Conn {
                     // While draining, an HTTP/1 connection left idle by its client is closed;
                     // one in use gets `Connection: close` on its next response instead
                     // (closing it between two requests would race the client's next one).
+                    // Only during the delay: once the listener is told to stop, an idle
+                    // connection gets the grace instead (the stop token is cancelled before
+                    // the accept loop notices, so checking only `accept_stopped` raced).
                     if saw_draining
+                        && !self.stop.is_cancelled()
                         && !self.accept_stopped.is_cancelled()
                         && closing.is_none()
                         && activity.idle_for() >= DRAIN_IDLE

@@ -43,7 +43,34 @@ pub struct ObjectLabels {
     pub verdict: &'static str,
 }
 
+/// Side-endpoint authorization: which cache, hit or miss.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthCacheLabels {
+    /// token | access
+    pub cache: &'static str,
+    /// hit | miss
+    pub result: &'static str,
+}
+
+/// Reviews sent to the API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthApiLabels {
+    /// tokenreviews | subjectaccessreviews
+    pub api: &'static str,
+    /// ok | error
+    pub result: &'static str,
+}
+
+/// What the caller of a protected endpoint was told.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthDecisionLabels {
+    pub endpoint: &'static str,
+    /// allowed | unauthenticated | forbidden | error
+    pub result: &'static str,
+}
+
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+type AuthHistogramFamily = Family<AuthApiLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +82,11 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub facts_stale: Gauge<f64, AtomicU64>,
     pub objects: Family<ObjectLabels, Gauge>,
+    pub auth_cache: Family<AuthCacheLabels, Counter>,
+    pub auth_api: Family<AuthApiLabels, Counter>,
+    pub auth_api_duration: AuthHistogramFamily,
+    pub auth_decisions: Family<AuthDecisionLabels, Counter>,
+    pub auth_token_reloads: Family<ResultLabels, Counter>,
     /// Log lines dropped because the log writer fell behind (set by the binary).
     pub log_lines_dropped: Gauge,
     log_drops: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter>,
@@ -114,6 +146,37 @@ impl Default for Metrics {
             "Existing NodePools and HostedClusters by verdict, from the last audit (value 1)",
             objects.clone(),
         );
+        let auth_cache = Family::<AuthCacheLabels, Counter>::default();
+        registry.register(
+            "auth_cache_lookups",
+            "Side-endpoint authorization cache lookups (cache: token|access, result: hit|miss)",
+            auth_cache.clone(),
+        );
+        let auth_api = Family::<AuthApiLabels, Counter>::default();
+        registry.register(
+            "auth_api_requests",
+            "TokenReviews and SubjectAccessReviews sent to the API server (result: ok|error)",
+            auth_api.clone(),
+        );
+        let auth_api_duration: AuthHistogramFamily = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register_with_unit(
+            "auth_api_duration",
+            "Time the API server took to answer a TokenReview or SubjectAccessReview",
+            Unit::Seconds,
+            auth_api_duration.clone(),
+        );
+        let auth_decisions = Family::<AuthDecisionLabels, Counter>::default();
+        registry.register(
+            "auth_decisions",
+            "Answers of the authorization of protected endpoints (result: allowed|unauthenticated|forbidden|error)",
+            auth_decisions.clone(),
+        );
+        let auth_token_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "auth_token_reloads",
+            "Re-reads of a changed --evaluate-token-file (result: reloaded|failed)",
+            auth_token_reloads.clone(),
+        );
         let log_lines_dropped = Gauge::default();
         registry.register(
             "log_lines_dropped",
@@ -132,6 +195,11 @@ impl Default for Metrics {
             cert_reloads,
             facts_stale,
             objects,
+            auth_cache,
+            auth_api,
+            auth_api_duration,
+            auth_decisions,
+            auth_token_reloads,
         }
     }
 }

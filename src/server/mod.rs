@@ -4,6 +4,7 @@
 //! Built from a [`Config`] with [`Server::bind`] (which binds both ports, so tests can
 //! use port 0), then driven by [`Server::run`] until the shutdown future completes.
 
+pub mod auth;
 pub mod body;
 pub mod conn;
 pub mod handlers;
@@ -117,8 +118,8 @@ pub enum TlsSource {
 #[derive(Clone, Debug)]
 pub struct SideListener {
     pub listen: SocketAddr,
-    /// Required `Authorization: Bearer` token, if any.
-    pub token: Option<String>,
+    /// Who may call the side endpoints (`--evaluate-auth`).
+    pub auth: auth::SideAuth,
     /// Client certificates required on this listener, if any.
     pub client_auth: ClientAuth,
 }
@@ -128,6 +129,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub side: Option<SideListener>,
     pub ops_listen: SocketAddr,
+    /// `--metrics-auth kubernetes`: `/metrics` on the ops port needs a token allowed to `get`
+    /// the non-resource URL `/metrics`.
+    pub metrics_auth: Option<Arc<auth::KubeAuth>>,
     pub tls: TlsSource,
     pub min_tls: MinTls,
     pub client_auth: ClientAuth,
@@ -228,7 +232,7 @@ impl Server {
                 listener: bind(side.listen).await?,
                 tls: tls_for(&side.client_auth)?,
                 routes: handlers::Routes::Side {
-                    token: side.token.as_deref().map(Arc::from),
+                    auth: side.auth.clone(),
                 },
                 allowed_clients: side.client_auth.names.clone().into(),
             });
@@ -303,7 +307,14 @@ impl Server {
         };
         let ops = spawn_ops(
             ops_listener,
-            ops::router(state.clone(), certs.clone()),
+            ops::router(
+                state.clone(),
+                certs.clone(),
+                config
+                    .metrics_auth
+                    .clone()
+                    .map(|a| (a, config.limits.request_timeout)),
+            ),
             config.limits.ops(),
             state.metrics.clone(),
             stop_ops.clone(),
@@ -326,6 +337,11 @@ impl Server {
 
         shutdown.await;
         state.health.start_draining();
+        if config.shutdown_delay.is_zero() {
+            // No delay: idle connections go straight to the grace after the listener closes;
+            // none may be closed as "idle during the delay" in between.
+            stop_accepting.cancel();
+        }
         draining.cancel();
         tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is false; still serving while endpoints converge (idle connections are closed, responses say Connection: close); press Ctrl-C again to exit at once, or pass --shutdown-delay=0s to skip the delay");
         tokio::time::sleep(config.shutdown_delay).await;

@@ -2,6 +2,7 @@
 //! facts ready, not draining), `/metrics`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -9,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::auth::KubeAuth;
 use super::state::AppState;
 use super::tls::CertStore;
 
@@ -18,11 +20,22 @@ struct OpsState {
     certs: Arc<CertStore>,
 }
 
-pub fn router(app: AppState, certs: Arc<CertStore>) -> Router {
+/// The ops routes; with `metrics_auth` (and its deadline), `/metrics` needs a token allowed to
+/// `get` the non-resource URL `/metrics` (probes stay open: the kubelet sends no token).
+pub fn router(
+    app: AppState,
+    certs: Arc<CertStore>,
+    metrics_auth: Option<(Arc<KubeAuth>, Duration)>,
+) -> Router {
+    let mut metrics_route = get(metrics);
+    if let Some(auth) = metrics_auth {
+        metrics_route =
+            metrics_route.route_layer(axum::middleware::from_fn_with_state(auth, super::auth::metrics));
+    }
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", metrics_route)
         .with_state(OpsState { app, certs })
 }
 

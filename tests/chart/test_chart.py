@@ -123,6 +123,29 @@ VARIANTS = {
     "mtls-secret": {
         "clientAuth": {"enabled": True, "caSecret": "apiserver-client-ca", "caKey": "ca.pem"}
     },
+    "side-token": {
+        "sideEndpoints": {"auth": "token", "tokenSecret": "evaluate-token", "tokenSecretKey": "t"},
+        "helmTest": {"enabled": False},
+    },
+    "side-on-webhook-port": {"sideEndpoints": {"separatePort": False, "auth": "none"}},
+    "auth-extras": {
+        "metricsAuth": "kubernetes",
+        "serviceMonitor": {"enabled": True},
+        "sideEndpoints": {"audiences": ["live-migration-guard"], "port": 9443},
+        "networkPolicy": {"enabled": True, "sideFrom": [{"namespaceSelector": {"matchLabels": {"ci": "true"}}}]},
+        "rbac": {
+            "access": {
+                "evaluators": [{"kind": "ServiceAccount", "name": "pipeline", "namespace": "ci"}],
+                "reportReaders": [{"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}],
+                "namespaceReportReaders": {
+                    "clusters-team-a": [{"kind": "Group", "name": "team-a", "apiGroup": "rbac.authorization.k8s.io"}]
+                },
+                "metricsReaders": [
+                    {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "openshift-monitoring"}
+                ],
+            }
+        },
+    },
     "overrides": {
         "image": {"digest": "sha256:" + "ab" * 32},
         "imagePullSecrets": [{"name": "pull-secret"}],
@@ -286,7 +309,13 @@ def test_resources_are_labelled_and_namespaced(render, variant):
     for manifest in render(VARIANTS[variant]):
         metadata = manifest["metadata"]
         labels = metadata["labels"]
-        assert labels["app.kubernetes.io/name"] == "live-migration-guard"
+        if metadata.get("annotations", {}).get("helm.sh/hook") == "test":
+            # The helm test objects: a name label of their own, so that no selector of the chart
+            # (Service, PodDisruptionBudget, NetworkPolicy) picks up the test Pod.
+            assert labels["app.kubernetes.io/name"] == "live-migration-guard-test"
+            assert labels["app.kubernetes.io/component"] == "helm-test"
+        else:
+            assert labels["app.kubernetes.io/name"] == "live-migration-guard"
         assert labels["app.kubernetes.io/instance"] == RELEASE
         if manifest["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in metadata
@@ -308,6 +337,8 @@ def test_notes_render(helm):
     notes = result.stdout.split("NOTES:", 1)[1]
     assert f"rollout status deployment/{FULLNAME}" in notes
     assert "--dry-run=server" in notes
+    assert f"--clusterrole={FULLNAME}-evaluate" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
 # --- webhook configuration -------------------------------------------------------------------
@@ -514,15 +545,15 @@ def test_tls_self_signed(render):
 
 def test_rbac_is_list_watch_on_the_facts_only(render):
     manifests = render()
-    assert grants(manifests.one("ClusterRole")) == FACT_GRANTS
+    assert grants(manifests.one("ClusterRole", FULLNAME)) == FACT_GRANTS
     assert not manifests.of_kind("Role") and not manifests.of_kind("RoleBinding")
-    binding = manifests.one("ClusterRoleBinding")
+    binding = manifests.one("ClusterRoleBinding", FULLNAME)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": manifests.one("ClusterRole")["metadata"]["name"],
+        "name": FULLNAME,
     }
-    service_account = manifests.one("ServiceAccount")["metadata"]["name"]
+    service_account = manifests.one("ServiceAccount", FULLNAME)["metadata"]["name"]
     assert pod_spec(manifests)["serviceAccountName"] == service_account
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": service_account, "namespace": NAMESPACE}
@@ -531,13 +562,13 @@ def test_rbac_is_list_watch_on_the_facts_only(render):
 
 def test_rbac_infra_credentials_cluster_wide(render):
     manifests = render(VARIANTS["infra-credentials"])
-    assert grants(manifests.one("ClusterRole")) == FACT_GRANTS | {SECRET_GRANT}
+    assert grants(manifests.one("ClusterRole", FULLNAME)) == FACT_GRANTS | {SECRET_GRANT}
     assert args_by_flag(manifests)["--infra-credentials"] == "read"
 
 
 def test_rbac_infra_credentials_per_namespace(render):
     manifests = render(VARIANTS["infra-credentials-namespaced"])
-    assert grants(manifests.one("ClusterRole")) == FACT_GRANTS
+    assert grants(manifests.one("ClusterRole", FULLNAME)) == FACT_GRANTS
     roles = manifests.of_kind("Role")
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["clusters", "clusters-2"]
     for role in roles:
@@ -567,6 +598,11 @@ def test_default_server_arguments(render):
         "--shutdown-delay=5s",
         "--shutdown-timeout=20s",
         "--request-timeout=4s",
+        "--evaluate-listen=0.0.0.0:8444",
+        "--evaluate-auth=kubernetes",
+        "--auth-cache-ttl=10s",
+        "--auth-cache-negative-ttl=5s",
+        "--auth-cache-size=4096",
     ]
     assert container(manifests)["env"] == [{"name": "RUST_LOG", "value": "info"}]
 
@@ -730,11 +766,11 @@ def test_fail_closed_requires_high_availability(render_error, values):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"mode": "block"}, "mode must be warn, deny or off"),
-        ({"tls": {"mode": "vault"}}, "tls.mode must be one of"),
-        ({"webhook": {"failurePolicy": "Deny"}}, "webhook.failurePolicy must be Ignore or Fail"),
-        ({"webhook": {"timeoutSeconds": 31}}, "webhook.timeoutSeconds must be between 1 and 30"),
-        ({"logging": {"format": "xml"}}, "logging.format must be json or text"),
+        ({"mode": "block"}, "at '/mode': value must be one of 'warn', 'deny', 'off'"),
+        ({"tls": {"mode": "vault"}}, "at '/tls/mode': value must be one of"),
+        ({"webhook": {"failurePolicy": "Deny"}}, "at '/webhook/failurePolicy': value must be one of 'Ignore', 'Fail'"),
+        ({"webhook": {"timeoutSeconds": 31}}, "at '/webhook/timeoutSeconds': maximum: got 31, want 30"),
+        ({"logging": {"format": "xml"}}, "at '/logging/format': value must be one of 'json', 'text'"),
         (
             {"replicaCount": 1},
             "podDisruptionBudget.minAvailable (1) must be below replicaCount (1)",
@@ -781,8 +817,10 @@ def test_network_policy_admits_only_the_webhook_and_ops_ports(render):
     assert policy["podSelector"]["matchLabels"] == (
         manifests.one("Deployment")["spec"]["selector"]["matchLabels"]
     )
-    webhook_rule, ops_rule = policy["ingress"]
+    webhook_rule, side_rule, ops_rule = policy["ingress"]
     assert [container_port(manifests, p["port"]) for p in webhook_rule["ports"]] == [8443]
+    assert [container_port(manifests, p["port"]) for p in side_rule["ports"]] == [8444]
+    assert "from" not in side_rule, "authenticated callers from anywhere by default"
     assert [container_port(manifests, p["port"]) for p in ops_rule["ports"]] == [8080]
     # OpenShift preset (the default tls.mode implies OpenShift) plus the given peers.
     host_network = {"policy-group.network.openshift.io/host-network": ""}

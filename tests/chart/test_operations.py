@@ -106,12 +106,14 @@ def policy(render, values):
 def test_openshift_network_policy_admits_the_api_server_and_monitoring_only(render):
     spec = policy(render, {})  # auto -> openshift with the default tls.mode
     assert spec["policyTypes"] == ["Ingress"]
-    webhook_rule, ops_rule = spec["ingress"]
+    webhook_rule, side_rule, ops_rule = spec["ingress"]
     assert webhook_rule["from"] == [HOST_NETWORK]
+    # The side endpoints authenticate their callers: any source unless sideFrom names peers.
+    assert "from" not in side_rule
     assert ops_rule["from"] == [MONITORING]
     # The natural, wrong peer stays an addition to the host-network group, never a replacement.
     extra = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-kube-apiserver"}}}
-    webhook_rule, _ = policy(render, {"webhookFrom": [extra]})["ingress"]
+    webhook_rule, _, _ = policy(render, {"webhookFrom": [extra]})["ingress"]
     assert webhook_rule["from"] == [HOST_NETWORK, extra]
 
 
@@ -119,7 +121,7 @@ def test_network_policy_preset_none_uses_only_the_given_peers(render):
     spec = policy(render, {"preset": "none"})
     assert all("from" not in rule for rule in spec["ingress"])
     peers = [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
-    webhook_rule, _ = policy(render, {"preset": "none", "webhookFrom": peers})["ingress"]
+    webhook_rule, _, _ = policy(render, {"preset": "none", "webhookFrom": peers})["ingress"]
     assert webhook_rule["from"] == peers
     # Not on OpenShift (cert-manager mode): auto means none.
     spec = render({**CERT_MANAGER, "networkPolicy": {"enabled": True}}).one("NetworkPolicy")
@@ -151,7 +153,7 @@ def test_network_policy_egress_peers_and_extra_rules(render):
 
 
 def test_invalid_network_policy_preset(render_error):
-    assert "networkPolicy.preset must be auto, openshift or none" in render_error(
+    assert "at '/networkPolicy/preset': value must be one of 'auto', 'openshift', 'none'" in render_error(
         {"networkPolicy": {"preset": "ovn"}}
     )
 

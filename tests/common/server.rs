@@ -39,6 +39,7 @@ pub fn config(policy: Policy, dir: &std::path::Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         side: None,
         ops_listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_auth: None,
         tls: TlsSource::Generated {
             names: vec!["localhost".into(), "127.0.0.1".into(), SERVICE_HOST.into()],
             ca_out: dir.join("ca.crt"),

@@ -172,6 +172,11 @@ unless set; an explicit value that is too small fails the render.
 {{- end }}
 {{- end }}
 
+{{/* "true" when the server sends TokenReviews/SubjectAccessReviews (side endpoints or /metrics). */}}
+{{- define "live-migration-guard.usesKubeAuth" -}}
+{{- if or (and .Values.sideEndpoints.separatePort (eq .Values.sideEndpoints.auth "kubernetes")) (eq .Values.metricsAuth "kubernetes") }}true{{ end }}
+{{- end }}
+
 {{/* Rejects invalid value combinations with a message that says what to change. */}}
 {{- define "live-migration-guard.validateValues" -}}
 {{- if not (has .Values.mode (list "warn" "deny" "off")) }}
@@ -194,6 +199,25 @@ unless set; an explicit value that is too small fails the render.
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled .Values.podMonitor.enabled }}
 {{- fail "enable serviceMonitor or podMonitor, not both: every pod would be scraped twice" }}
+{{- end }}
+{{- $side := .Values.sideEndpoints }}
+{{- if not (has $side.auth (list "kubernetes" "token" "none")) }}
+{{- fail (printf "sideEndpoints.auth must be kubernetes, token or none, not %q" $side.auth) }}
+{{- end }}
+{{- if and (not $side.separatePort) (ne $side.auth "none") }}
+{{- fail (printf "sideEndpoints.auth=%s needs sideEndpoints.separatePort=true: the side endpoints are authenticated on their own port, the webhook port stays open for the API server (or set sideEndpoints.auth=none)" $side.auth) }}
+{{- end }}
+{{- if and $side.separatePort (eq $side.auth "token") (not $side.tokenSecret) }}
+{{- fail "sideEndpoints.auth=token needs sideEndpoints.tokenSecret: an existing Secret holding the token (kubectl create secret generic NAME --from-literal=token=$(openssl rand -hex 32))" }}
+{{- end }}
+{{- if not (has .Values.metricsAuth (list "kubernetes" "none")) }}
+{{- fail (printf "metricsAuth must be kubernetes or none, not %q" .Values.metricsAuth) }}
+{{- end }}
+{{- if and (eq .Values.metricsAuth "kubernetes") .Values.podMonitor.enabled }}
+{{- fail "metricsAuth=kubernetes with podMonitor.enabled: the PodMonitor cannot send a token from a file; use serviceMonitor.enabled (it sends its Prometheus' ServiceAccount token) or your own scrape configuration" }}
+{{- end }}
+{{- if and .Values.helmTest.enabled $side.separatePort (eq $side.auth "token") }}
+{{- fail "helmTest.enabled with sideEndpoints.auth=token: the test Pod calls /v1/evaluate with its own ServiceAccount token, which needs sideEndpoints.auth=kubernetes; set helmTest.enabled=false" }}
 {{- end }}
 {{- $infra := .Values.infraCredentials }}
 {{- if and $infra.enabled (not $infra.namespaces) (not $infra.clusterWide) }}
@@ -252,6 +276,9 @@ OpenShift API group. Offline renders (helm template, helm lint) cannot tell and 
 {{- define "live-migration-guard.scrapeEndpoint" -}}
 path: /metrics
 scheme: http
+{{- if .bearerTokenFile }}
+bearerTokenFile: {{ .bearerTokenFile }}
+{{- end }}
 interval: {{ .interval }}
 {{- with .scrapeTimeout }}
 scrapeTimeout: {{ . }}
@@ -283,5 +310,18 @@ pod to go (maxUnavailable >= replicaCount or 100%) or no PDB lets the drain thro
 {{- if not $allowsAll }}
 {{- fail (printf "this cluster has a single node: with %d replicas on it and a PodDisruptionBudget, a node drain can never finish (the evicted pod's replacement cannot schedule on the cordoned node, so the budget refuses the last eviction). Set podDisruptionBudget.maxUnavailable=100%% (keeps failurePolicy=Fail possible), or podDisruptionBudget.enabled=false with webhook.failurePolicy=Ignore (replicaCount=1 then saves a pod)" (int .Values.replicaCount)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the helm test hook objects: not the webhook pods' name label, so no selector of
+the chart (Service, PDB, NetworkPolicy) picks up the test Pod. */}}
+{{- define "live-migration-guard.testLabels" -}}
+helm.sh/chart: {{ include "live-migration-guard.chart" . }}
+app.kubernetes.io/name: {{ include "live-migration-guard.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
