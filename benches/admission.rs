@@ -5,8 +5,10 @@
 //! printed before the timings):
 //! - `review/*`: `admission::review` (parse, evaluate, decide, build the response document);
 //! - `router/*`: the whole axum router as the listener runs it (body reception, in-flight
-//!   bound, deadline, handler, metrics, response encoding), without and with the log line
-//!   formatted as `serve` does by default (`info`, text, non-blocking writer);
+//!   bound, deadline, handler, metrics, response encoding), without a subscriber; the log
+//!   line as `serve` formats it by default (`info`, text, non-blocking writer) is in the
+//!   `router-logging` path of `ADMISSION_LOOP` (a global subscriber: a scoped one did not
+//!   see the handler's events);
 //! - `strong-baseline/*`: what examples/baseline_strong.rs does per request (parse into
 //!   `AdmissionReview<DynamicObject>`, `AdmissionResponse::from`, `to_vec`).
 //!
@@ -166,7 +168,6 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let app = handlers::router(state(facts_1000()), &Limits::default(), Routes::All);
-    let (logging, _guard) = serve_logging();
 
     for (name, body) in [("create", CREATE), ("update", UPDATE)] {
         let review = || admission::review(body.as_bytes(), Endpoint::NodePools, &ctx).expect("review");
@@ -177,13 +178,8 @@ fn bench(c: &mut Criterion) {
         count(&format!("review/{name}"), 2000, || {
             black_box(review());
         });
-        count(&format!("router/{name} (no subscriber)"), 2000, || {
+        count(&format!("router/{name}"), 2000, || {
             black_box(rt.block_on(route(&app, body)));
-        });
-        tracing::dispatcher::with_default(&logging, || {
-            count(&format!("router/{name} (serve logging)"), 2000, || {
-                black_box(rt.block_on(route(&app, body)));
-            })
         });
         count(&format!("strong-baseline/{name}"), 2000, || {
             black_box(strong_baseline(body.as_bytes()));
@@ -196,11 +192,6 @@ fn bench(c: &mut Criterion) {
         });
         c.bench_function(&format!("router/{name}"), |b| {
             b.iter(|| rt.block_on(route(&app, black_box(body))))
-        });
-        tracing::dispatcher::with_default(&logging, || {
-            c.bench_function(&format!("router-serve-logging/{name}"), |b| {
-                b.iter(|| rt.block_on(route(&app, black_box(body))))
-            });
         });
         c.bench_function(&format!("strong-baseline/{name}"), |b| {
             b.iter(|| strong_baseline(black_box(body.as_bytes())))

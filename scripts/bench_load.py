@@ -20,7 +20,8 @@ in rotating order, so drifting load from other processes on this shared machine 
 three alike; each cell reports the median of the rounds. HTTP/1.1 keep-alive (what
 kube-apiserver uses for webhooks) at 1 and 64 connections.
 
-Environment: DURATION (default 10s) per run, ROUNDS (default 3), BODIES (create,mixed);
+Environment: DURATION (default 10s) per run, ROUNDS (default 3), BODIES (create,mixed),
+CONNECTIONS (1,64);
 BEFORE=PATH adds a fourth server, another build of ours (e.g. the commit before a change),
 run the same way, so a change's effect is measured in the same run too.
 Run with scripts/bench-load.sh; the table also goes to target/bench/load.md.
@@ -46,7 +47,7 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 BODY_SETS = [b for b in os.environ.get("BODIES", "create,mixed").split(",") if b]
 SERVER_CPU, LOAD_CPU = "1", "0"
 TICKS = os.sysconf("SC_CLK_TCK")
-CONNECTIONS = [1, 64]
+CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1,64").split(",") if c]
 MAIN = ["ours", "strong", "json"]
 SERVERS = MAIN + (["before"] if os.environ.get("BEFORE") else [])
 BODY_LABELS = {
