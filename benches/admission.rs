@@ -15,10 +15,8 @@
 //! Bodies: the realistic NodePool reviews of scripts/bench_bodies.py; facts: 1,000
 //! StorageClasses and StorageProfiles, as in scripts/bench_load.py.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::http::{Request, header};
@@ -34,29 +32,11 @@ use live_migration_guard::server::metrics::Metrics;
 use live_migration_guard::server::state::{AppState, Health};
 use tower::ServiceExt;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 const CREATE: &str = include_str!("../examples/requests/nodepool-realistic-create.json");
 const UPDATE: &str = include_str!("../examples/requests/nodepool-realistic-update.json");
@@ -126,35 +106,6 @@ fn strong_baseline(body: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&AdmissionResponse::from(&request).into_review()).expect("encode")
 }
 
-/// Allocations and allocated bytes per call of `f`, over `n` calls.
-fn count(name: &str, n: u64, mut f: impl FnMut()) {
-    f();
-    let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
-    for _ in 0..n {
-        f();
-    }
-    let (a1, b1) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
-    eprintln!(
-        "allocations {name:<36} {:>7.1} per request, {:>8.0} bytes",
-        (a1 - a0) as f64 / n as f64,
-        (b1 - b0) as f64 / n as f64
-    );
-}
-
-/// The `serve` default: text lines at info through a non-blocking writer (to a sink here).
-fn serve_logging() -> (tracing::Dispatch, tracing_appender::non_blocking::WorkerGuard) {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(16_384)
-        .lossy(true)
-        .finish(CountingSink);
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    (tracing::Dispatch::new(subscriber), guard)
-}
-
 fn bench(c: &mut Criterion) {
     let facts = facts_1000();
     let policy = Policy::default();
@@ -175,13 +126,13 @@ fn bench(c: &mut Criterion) {
             !review().review.response.warnings.is_empty(),
             "the bench body gets warnings"
         );
-        count(&format!("review/{name}"), 2000, || {
+        counting::count(&format!("review/{name}"), "request", 2000, || {
             black_box(review());
         });
-        count(&format!("router/{name}"), 2000, || {
+        counting::count(&format!("router/{name}"), "request", 2000, || {
             black_box(rt.block_on(route(&app, body)));
         });
-        count(&format!("strong-baseline/{name}"), 2000, || {
+        counting::count(&format!("strong-baseline/{name}"), "request", 2000, || {
             black_box(strong_baseline(body.as_bytes()));
         });
     }

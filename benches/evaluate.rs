@@ -1,5 +1,6 @@
 //! Evaluator cost with 1,000 StorageClasses and StorageProfiles in the facts.
-//! `cargo bench --bench evaluate`; target ≤ 5 µs per NodePool (issue: evaluator core).
+//! `cargo bench --bench evaluate`; target ≤ 5 µs per object (issue 11). Also prints the
+//! allocations per evaluation (counting allocator).
 //!
 //! Measured in the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: on a
 //! shared 2-core machine wall time counts the time other processes ran, which made the same
@@ -13,6 +14,12 @@ use live_migration_guard::evaluate::{evaluate_hostedcluster, evaluate_nodepool};
 use live_migration_guard::facts::Facts;
 use live_migration_guard::facts::load::{Object, parse_bytes};
 use std::hint::black_box;
+
+#[path = "support/counting.rs"]
+mod counting;
+
+#[global_allocator]
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn facts_with_classes(n: usize) -> Facts {
     let mut b = Facts::builder();
@@ -134,6 +141,15 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     let Object::HostedCluster(hc) = object(HOSTEDCLUSTER) else {
         unreachable!()
     };
+    counting::count("nodepool/default-class-migratable", "object", 2000, || {
+        black_box(evaluate_nodepool(&default, &facts));
+    });
+    counting::count("nodepool/rwo-not-migratable", "object", 2000, || {
+        black_box(evaluate_nodepool(&rwo, &facts));
+    });
+    counting::count("hostedcluster/manual-mapping", "object", 2000, || {
+        black_box(evaluate_hostedcluster(&hc, &facts, &[]));
+    });
     c.bench_function("nodepool/default-class-migratable", |b| {
         b.iter(|| evaluate_nodepool(black_box(&default), black_box(&facts)))
     });
@@ -154,6 +170,9 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
             .replace("clusterName: example", "clusterName: test1")
     );
     let batch = parse_bytes(siblings.as_bytes(), "bench").expect("bench batch");
+    counting::count("batch/hc-with-2-sibling-nodepools", "batch of 3", 2000, || {
+        black_box(live_migration_guard::batch::evaluate_all(&batch, &facts));
+    });
     c.bench_function("batch/hostedcluster-with-2-sibling-nodepools (3 objects)", |b| {
         b.iter(|| live_migration_guard::batch::evaluate_all(black_box(&batch), black_box(&facts)))
     });

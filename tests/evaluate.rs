@@ -1834,9 +1834,42 @@ fn json_patches_see_the_rendered_template_and_decode_like_go() {
     );
     assert!(reasons(&eval(hostdev, &f)).contains(&"HostDeviceNotLiveMigratable"));
     // the HostedCluster's patch runs first, the NodePool's on its result
+    let r = eval_with_hc_patch(
+        json!([{"op": "add", "path": "/spec/template/spec/domain/devices/gpus", "value": [{"name": "g", "deviceName": "x"}]}]),
+        json!([{"op": "remove", "path": "/spec/template/spec/domain/devices/gpus/0"}]),
+    );
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    // ... on the same JSON (HS kubevirt.go applyJsonPatches: one encode, both patches, one
+    // decode): what the HostedCluster's patch removed is gone for the NodePool's patch ...
+    let r = eval_with_hc_patch(
+        json!([{"op": "remove", "path": "/spec/template/spec/evictionStrategy"}]),
+        json!([{"op": "remove", "path": "/spec/template/spec/evictionStrategy"}]),
+    );
+    let invalid = finding(&r, "InvalidKubevirtVMJSONPatch");
+    assert_eq!(
+        invalid.field, "metadata.annotations[hypershift.openshift.io/kubevirt-vm-jsonpatch]",
+        "the NodePool's patch fails: {:#?}",
+        r.findings
+    );
+    assert!(
+        r.condition.is_none(),
+        "no machine template, no VMs: {:#?}",
+        r.condition
+    );
+    // ... and what it added outside the modelled fields is there for the NodePool's patch
+    let r = eval_with_hc_patch(
+        json!([{"op": "add", "path": "/spec/template/spec/domain/devices/autoattachSerialConsole", "value": false}]),
+        json!([{"op": "test", "path": "/spec/template/spec/domain/devices/autoattachSerialConsole", "value": false}]),
+    );
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+}
+
+/// A migratable NodePool whose HostedCluster (in the facts) carries `hc_ops` and which
+/// carries `np_ops` itself, as JSON patch annotations.
+fn eval_with_hc_patch(hc_ops: Value, np_ops: Value) -> Report {
     let mut hc = fixture_value("hostedcluster-kubevirt-minimal.yaml");
-    hc["metadata"]["annotations"] = json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch":
-        json!([{"op": "add", "path": "/spec/template/spec/domain/devices/gpus", "value": [{"name": "g", "deviceName": "x"}]}]).to_string()});
+    hc["metadata"]["annotations"] =
+        json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch": hc_ops.to_string()});
     let ns = hc["metadata"]["namespace"]
         .as_str()
         .unwrap_or_default()
@@ -1847,17 +1880,17 @@ fn json_patches_see_the_rendered_template_and_decode_like_go() {
         &[
             ("/metadata/namespace", json!(ns)),
             ("/spec/clusterName", json!(name)),
-            np_ann(json!([{"op": "remove", "path": "/spec/template/spec/domain/devices/gpus/0"}])),
+            (
+                "/metadata/annotations",
+                json!({"hypershift.openshift.io/kubevirt-vm-jsonpatch": np_ops.to_string()}),
+            ),
         ],
     );
-    let facts_with_hc = {
-        let mut all = cluster();
-        all.push(kubevirt("v1.8.0"));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        builder(&refs).hosted_cluster(hostedcluster(hc)).build()
-    };
-    let r = eval(np, &facts_with_hc);
-    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    let mut all = cluster();
+    all.push(kubevirt("v1.8.0"));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let facts_with_hc = builder(&refs).hosted_cluster(hostedcluster(hc)).build();
+    eval(np, &facts_with_hc)
 }
 
 // §H2, HyperShift hostedcluster_controller.go syncKVLiveMigratableCondition + CAPK

@@ -241,25 +241,38 @@ fn render_and_patch(
         topology_spread: annotation(&np.metadata, TOPOLOGY_SPREAD_ANNOTATION).is_some(),
         platform,
     };
+    // Both patches are applied to one document (docs/rules.md §P1); a failure anywhere means
+    // HyperShift builds no machine template at all (§P2), and the report goes on judging the
+    // VM without the failing patch.
+    let mut run = match vm::PatchRun::new(&tpl, &ctx) {
+        Ok(run) => run,
+        Err(e) => {
+            for (_, field) in [hc_patch, np_patch].into_iter().flatten() {
+                push_invalid_patch(findings, &field, &e);
+            }
+            return (tpl, fields);
+        }
+    };
     let mut current = tpl;
-    // Each patch is applied to the output of the previous one; a failure anywhere means
-    // HyperShift builds no machine template at all (docs/rules.md §P2).
     for (value, field) in [hc_patch, np_patch].into_iter().flatten() {
-        let patched = vm::parse_patch(value).and_then(|p| vm::apply_patches(&current, &ctx, &[&p]));
-        match patched {
+        match vm::parse_patch(value).and_then(|p| run.apply(&p)) {
             Ok(next) => {
                 attribute_changes(&current, &next, &field, &mut fields);
                 current = next;
             }
-            Err(e) => findings.push(Finding::blocking(
-                "InvalidKubevirtVMJSONPatch",
-                &field,
-                format!("the {VM_JSONPATCH_ANNOTATION} annotation {e}; HyperShift cannot build the VM template, so no VMs are created (the rest of this report judges the VM without this patch)"),
-                "fix the JSON patch: an RFC 6902 array whose paths are relative to the VirtualMachine template (e.g. /spec/template/spec/domain/...)".into(),
-            )),
+            Err(e) => push_invalid_patch(findings, &field, &e),
         }
     }
     (current, fields)
+}
+
+fn push_invalid_patch(findings: &mut Vec<Finding>, field: &str, e: &vm::PatchError) {
+    findings.push(Finding::blocking(
+        "InvalidKubevirtVMJSONPatch",
+        field,
+        format!("the {VM_JSONPATCH_ANNOTATION} annotation {e}; HyperShift cannot build the VM template, so no VMs are created (the rest of this report judges the VM without this patch)"),
+        "fix the JSON patch: an RFC 6902 array whose paths are relative to the VirtualMachine template (e.g. /spec/template/spec/domain/...)".into(),
+    ));
 }
 
 /// Points each aspect that a patch changed at the patch's annotation.

@@ -79,7 +79,7 @@ fn lookup<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
 /// A running upper bound of the patched document's JSON size: what each operation adds is
 /// measured before it is applied (removals are not subtracted, so the bound only grows).
 /// Total measuring work stays below twice the limit.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct SizeBudget {
     bytes: usize,
 }

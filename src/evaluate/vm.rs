@@ -391,20 +391,37 @@ pub struct RenderContext<'a> {
     pub platform: &'a KubevirtNodePoolPlatform,
 }
 
-/// HS `applyJsonPatches`: encode the rendered template, apply each patch in order (the
-/// HostedCluster's, then the NodePool's) to the same JSON, then decode the result back into
-/// the rendered template the way Go's `encoding/json` does (docs/rules.md §P2, §P3).
-pub fn apply_patches(
-    tpl: &VmTemplate,
-    ctx: &RenderContext,
-    patches: &[&Patch],
-) -> Result<VmTemplate, PatchError> {
-    let mut base = render_document(tpl, ctx)?;
-    let mut doc = base.clone();
-    // Bounded before it is paid for: op count, path depth, document growth (patch_limits).
-    let mut budget = super::patch_limits::SizeBudget::new(&doc);
-    for patch in patches {
+/// HS `applyJsonPatches`: the rendered template encoded once, each patch applied in order
+/// (the HostedCluster's, then the NodePool's) to that same JSON, the result decoded back
+/// into the rendered template the way Go's `encoding/json` does (docs/rules.md §P1–§P3).
+///
+/// [`PatchRun::apply`] returns the template as decoded after each patch, so a caller can
+/// tell which patch changed what; a patch that fails leaves the document as it was.
+pub struct PatchRun {
+    /// The rendered template's JSON: what Go decodes into.
+    rendered: Value,
+    /// The JSON the patches so far produced.
+    doc: Value,
+    /// Bounded before it is paid for: op count, path depth, document growth (patch_limits).
+    budget: super::patch_limits::SizeBudget,
+}
+
+impl PatchRun {
+    pub fn new(tpl: &VmTemplate, ctx: &RenderContext) -> Result<Self, PatchError> {
+        let rendered = render_document(tpl, ctx)?;
+        let budget = super::patch_limits::SizeBudget::new(&rendered);
+        Ok(Self {
+            doc: rendered.clone(),
+            rendered,
+            budget,
+        })
+    }
+
+    /// Applies `patch` to the document and returns the template decoded from the result.
+    pub fn apply(&mut self, patch: &Patch) -> Result<VmTemplate, PatchError> {
         super::patch_limits::check_patch(patch)?;
+        let mut doc = self.doc.clone();
+        let mut budget = self.budget;
         for (index, op) in patch.iter().enumerate() {
             budget.charge(index + 1, op, &doc)?;
             super::jsonpatch::apply_op(&mut doc, op).map_err(|why| {
@@ -415,8 +432,17 @@ pub fn apply_patches(
                 })
             })?;
         }
+        let template = decode(&self.rendered, &doc)?;
+        self.doc = doc;
+        self.budget = budget;
+        Ok(template)
     }
-    super::godecode::decode_into(&mut base, &doc).map_err(|message| PatchError::Template {
+}
+
+/// Go's `Decode` of `patched` into the rendered template (§P3), read back into the model.
+fn decode(rendered: &Value, patched: &Value) -> Result<VmTemplate, PatchError> {
+    let mut base = rendered.clone();
+    super::godecode::decode_into(&mut base, patched).map_err(|message| PatchError::Template {
         path: String::new(),
         message,
     })?;
