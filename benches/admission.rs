@@ -17,6 +17,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::http::{Request, header};
@@ -104,6 +105,20 @@ fn strong_baseline(body: &[u8]) -> Vec<u8> {
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).expect("review");
     let request: AdmissionRequest<DynamicObject> = review.try_into().expect("request");
     serde_json::to_vec(&AdmissionResponse::from(&request).into_review()).expect("encode")
+}
+
+/// The `serve` default: text lines at info through a non-blocking writer (to a sink here).
+fn serve_logging() -> (tracing::Dispatch, tracing_appender::non_blocking::WorkerGuard) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(16_384)
+        .lossy(true)
+        .finish(CountingSink);
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(writer)
+        .with_ansi(false)
+        .finish();
+    (tracing::Dispatch::new(subscriber), guard)
 }
 
 fn bench(c: &mut Criterion) {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use live_migration_guard::evaluate::{evaluate_hostedcluster, evaluate_nodepool};
 use live_migration_guard::facts::Facts;
 use live_migration_guard::facts::load::{Object, parse_bytes};
@@ -119,63 +119,111 @@ impl ValueFormatter for CpuFormatter {
         values.iter_mut().for_each(|v| *v *= factor);
         unit
     }
-    fn scale_throughputs(&self, _typical: f64, _throughput: &Throughput, values: &mut [f64]) -> &'static str {
-        values.iter_mut().for_each(|v| *v = 1e9 / *v);
-        "calls/s cpu"
+    fn scale_throughputs(&self, _typical: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
+        let per_call = match throughput {
+            Throughput::Elements(n) => *n as f64,
+            _ => 1.0,
+        };
+        values.iter_mut().for_each(|v| *v = per_call * 1e9 / *v);
+        "objects/s cpu"
     }
     fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
         "ns"
     }
 }
 
+/// The benchmarked cases: a name and one evaluation (a NodePool, a HostedCluster, or a batch
+/// of three objects).
+struct Cases {
+    facts: Facts,
+    default: live_migration_guard::resources::NodePool,
+    rwo: live_migration_guard::resources::NodePool,
+    hc: live_migration_guard::resources::HostedCluster,
+    batch: Vec<live_migration_guard::facts::load::Loaded>,
+}
+
+const CASES: [(&str, &str, u64); 4] = [
+    ("nodepool/default-class-migratable", "object", 1),
+    ("nodepool/rwo-not-migratable", "object", 1),
+    ("hostedcluster/manual-mapping", "object", 1),
+    // §H3: a HostedCluster with two sibling NodePools: pairing, the shared condition over
+    // both NodePools' machines, the HostedCluster's condition.
+    ("batch/hostedcluster-with-2-sibling-nodepools", "batch of 3", 3),
+];
+
+impl Cases {
+    fn new() -> Self {
+        let Object::NodePool(default) = object(&NODEPOOL_DEFAULT.replace("replicas: 0", "replicas: 3"))
+        else {
+            unreachable!()
+        };
+        let Object::NodePool(rwo) =
+            object(&NODEPOOL_RWO.replace("storageClass: gp3-csi", "storageClass: class-1"))
+        else {
+            unreachable!()
+        };
+        let Object::HostedCluster(hc) = object(HOSTEDCLUSTER) else {
+            unreachable!()
+        };
+        let siblings = format!(
+            "{HOSTEDCLUSTER}\n---\n{}\n---\n{}\n",
+            NODEPOOL_RWO.replace("storageClass: gp3-csi", "storageClass: class-1"),
+            NODEPOOL_DEFAULT
+                .replace("replicas: 0", "replicas: 3")
+                .replace("name: example", "name: workers")
+                .replace("clusterName: example", "clusterName: test1")
+        );
+        let batch = parse_bytes(siblings.as_bytes(), "bench").expect("bench batch");
+        Self {
+            facts: facts_with_classes(1000),
+            default: *default,
+            rwo: *rwo,
+            hc: *hc,
+            batch,
+        }
+    }
+
+    /// Runs case `name` once.
+    fn run(&self, name: &str) {
+        let f = &self.facts;
+        match name {
+            "nodepool/default-class-migratable" => {
+                drop(black_box(evaluate_nodepool(black_box(&self.default), f)))
+            }
+            "nodepool/rwo-not-migratable" => drop(black_box(evaluate_nodepool(black_box(&self.rwo), f))),
+            "hostedcluster/manual-mapping" => {
+                drop(black_box(evaluate_hostedcluster(black_box(&self.hc), f, &[])))
+            }
+            "batch/hostedcluster-with-2-sibling-nodepools" => drop(black_box(
+                live_migration_guard::batch::evaluate_all(black_box(&self.batch), f),
+            )),
+            other => panic!("unknown case {other}"),
+        }
+    }
+}
+
 fn bench(c: &mut Criterion<ThreadCpuTime>) {
-    let facts = facts_with_classes(1000);
-    let Object::NodePool(default) = object(&NODEPOOL_DEFAULT.replace("replicas: 0", "replicas: 3")) else {
-        unreachable!()
-    };
-    let Object::NodePool(rwo) =
-        object(&NODEPOOL_RWO.replace("storageClass: gp3-csi", "storageClass: class-1"))
-    else {
-        unreachable!()
-    };
-    let Object::HostedCluster(hc) = object(HOSTEDCLUSTER) else {
-        unreachable!()
-    };
-    counting::count("nodepool/default-class-migratable", "object", 2000, || {
-        black_box(evaluate_nodepool(&default, &facts));
-    });
-    counting::count("nodepool/rwo-not-migratable", "object", 2000, || {
-        black_box(evaluate_nodepool(&rwo, &facts));
-    });
-    counting::count("hostedcluster/manual-mapping", "object", 2000, || {
-        black_box(evaluate_hostedcluster(&hc, &facts, &[]));
-    });
-    c.bench_function("nodepool/default-class-migratable", |b| {
-        b.iter(|| evaluate_nodepool(black_box(&default), black_box(&facts)))
-    });
-    c.bench_function("nodepool/rwo-not-migratable", |b| {
-        b.iter(|| evaluate_nodepool(black_box(&rwo), black_box(&facts)))
-    });
-    c.bench_function("hostedcluster/manual-mapping", |b| {
-        b.iter(|| evaluate_hostedcluster(black_box(&hc), black_box(&facts), &[]))
-    });
-    // §H3: a HostedCluster with two sibling NodePools (3 objects): pairing, the shared
-    // condition over both NodePools' machines, the HostedCluster's condition.
-    let siblings = format!(
-        "{HOSTEDCLUSTER}\n---\n{}\n---\n{}\n",
-        NODEPOOL_RWO.replace("storageClass: gp3-csi", "storageClass: class-1"),
-        NODEPOOL_DEFAULT
-            .replace("replicas: 0", "replicas: 3")
-            .replace("name: example", "name: workers")
-            .replace("clusterName: example", "clusterName: test1")
-    );
-    let batch = parse_bytes(siblings.as_bytes(), "bench").expect("bench batch");
-    counting::count("batch/hc-with-2-sibling-nodepools", "batch of 3", 2000, || {
-        black_box(live_migration_guard::batch::evaluate_all(&batch, &facts));
-    });
-    c.bench_function("batch/hostedcluster-with-2-sibling-nodepools (3 objects)", |b| {
-        b.iter(|| live_migration_guard::batch::evaluate_all(black_box(&batch), black_box(&facts)))
-    });
+    let cases = Cases::new();
+    for (name, unit, _) in CASES {
+        counting::count(name, unit, 2000, || cases.run(name));
+    }
+    for (name, _, objects) in CASES {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(objects));
+        group.bench_function("evaluate", |b| b.iter(|| cases.run(name)));
+        group.finish();
+    }
+}
+
+/// `EVALUATE_LOOP=CASE:N` runs one case N times and exits, for instruction counts that do
+/// not depend on the machine's load (scripts/bench-instructions.sh: callgrind at two N).
+fn loop_mode(spec: &str) {
+    let (name, n) = spec.rsplit_once(':').unwrap_or((spec, "1000"));
+    let n: u64 = n.parse().expect("EVALUATE_LOOP=CASE:N");
+    let cases = Cases::new();
+    for _ in 0..n {
+        cases.run(name);
+    }
 }
 
 criterion_group! {
@@ -183,4 +231,11 @@ criterion_group! {
     config = Criterion::default().with_measurement(ThreadCpuTime);
     targets = bench
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("EVALUATE_LOOP") {
+        return loop_mode(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

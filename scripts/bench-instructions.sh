@@ -4,6 +4,7 @@
 # builds on a shared machine. Each figure is (count at N2 - count at N1) / (N2 - N1), so
 # start-up (facts, TLS set-up) cancels out.
 #
+# - the evaluator (benches/evaluate.rs, EVALUATE_LOOP): one evaluation per case;
 # - in process (benches/admission.rs, ADMISSION_LOOP): `review` (admission::review alone),
 #   `router-logging` (the whole axum router with serve's default log line), `strong` (what
 #   examples/baseline_strong.rs does per request);
@@ -13,23 +14,41 @@
 #   not counted: compare system calls with `strace -c -f` (same number of reads and
 #   writes per request for both servers since the log writer batches).
 #
-#   scripts/bench-instructions.sh            # in process
+#   scripts/bench-instructions.sh            # the evaluator and the serving path, in process
+#   EVALUATOR=0 scripts/bench-instructions.sh   # the serving path only
 #   E2E=1 scripts/bench-instructions.sh      # and end to end (needs scripts/install-bench-tools.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (Debian package valgrind)" >&2; exit 1; }
 N1=${N1:-100}
 N2=${N2:-600}
-bench=$(cargo bench --locked --bench admission --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
+bench_exe() { # the executable of benchmark $1
+  cargo bench --locked --bench "$1" --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "admission" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+bench=$(bench_exe admission)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 count() { grep -o "Collected : [0-9]*" "$1" | tail -1 | awk '{print $3}'; }
-per_request() { python3 -c "print(f'{($2 - $1) / ($4 - $3) / 1000:.0f}k')" "$@"; }
+per_request() { python3 -c "print(f'{($2 - $1) / ($4 - $3) / 1000:.1f}k')" "$@"; }
+
+if [[ "${EVALUATOR:-1}" == 1 ]]; then
+  # The evaluator alone (benches/evaluate.rs, EVALUATE_LOOP), 1,000 classes in the facts.
+  evaluate=$(bench_exe evaluate)
+  echo "| evaluator case | instructions per call |"
+  echo "|---|---:|"
+  for case in nodepool/default-class-migratable nodepool/rwo-not-migratable hostedcluster/manual-mapping batch/hostedcluster-with-2-sibling-nodepools; do
+    for n in "$N1" "$N2"; do
+      EVALUATE_LOOP="$case:$n" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$evaluate" >"$tmp/$n.log" 2>&1
+    done
+    echo "| $case | $(per_request "$(count "$tmp/$N1.log")" "$(count "$tmp/$N2.log")" "$N1" "$N2") |"
+  done
+  echo
+fi
 
 echo "| path (in process) | instructions per request |"
 echo "|---|---:|"

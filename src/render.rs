@@ -188,7 +188,7 @@ pub fn table(reports: &[Sourced], wide: bool, namespaces: bool) -> String {
         }
         row.push(first.map_or("-".into(), |f| f.reason.to_owned()));
         if wide {
-            row.push(first.map_or("-".into(), |f| f.field.clone()));
+            row.push(first.map_or("-".into(), |f| f.field.to_string()));
         }
         row.push(first.map_or("-".into(), |f| one_line(&f.fix)));
         rows.push(row);
@@ -409,8 +409,8 @@ mod tests {
             vec![Finding::error(
                 "DisksNotLiveMigratable",
                 "spec.x",
-                "m".into(),
-                "do  this\nthen that".into(),
+                "m",
+                "do  this\nthen that",
             )],
         );
         let t = table(&[ok, bad], false, true);

@@ -356,7 +356,7 @@ fn provisioning_blockers_are_errors() {
         let r = eval(with(minimal(), &edits), &cluster_facts(&extra));
         assert_eq!(r.verdict, Verdict::NotMigratable, "{name}");
         let f = finding(&r, reason);
-        assert_eq!((f.severity, f.field.as_str()), (Severity::Error, field), "{name}");
+        assert_eq!((f.severity, f.field.as_ref()), (Severity::Error, field), "{name}");
         assert!(!f.fix.is_empty(), "{name}");
         // the VMs never run: HyperShift would not compute the condition
         assert!(r.condition.is_none(), "{name}: {:?}", r.condition);
@@ -680,7 +680,7 @@ fn hostedcluster_manual_mapping() {
     let f = facts(&[&fixture_text("storageclass-gp3-csi-aws-ebs.yaml")]);
     let r = evaluate_hostedcluster(&hc, &f, &[]);
     assert_eq!(r.verdict, Verdict::NotMigratable);
-    let errs: Vec<(&str, &str)> = r.errors().map(|e| (e.reason, e.field.as_str())).collect();
+    let errs: Vec<(&str, &str)> = r.errors().map(|e| (e.reason, e.field.as_ref())).collect();
     assert_eq!(
         errs,
         vec![

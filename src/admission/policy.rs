@@ -398,7 +398,7 @@ mod tests {
                 Finding::error(
                     "DisksNotLiveMigratable",
                     format!("spec.disk{i}"),
-                    "m".into(),
+                    "m",
                     "x".repeat(200),
                 )
             })

@@ -2,6 +2,8 @@
 //! format (docs/rules.md §H1 and HS `nodepool_controller.go` `aggregateMachineReasonsAndMessages`;
 //! §H2 for HostedClusters, §H3 for the aggregation over a HostedCluster's NodePools).
 
+use std::fmt::Write as _;
+
 use super::judge::FailedCheck;
 use super::report::{CONDITION_TYPE, Condition};
 
@@ -61,14 +63,20 @@ pub fn machines_condition(groups: &[MachineGroup]) -> Option<Condition> {
     reasons.sort_unstable();
     reasons.dedup();
 
-    let mut message = format!("{not_migratable} of {total} machines are not live migratable\n");
+    let mut message = String::with_capacity(MAX_MESSAGE_LENGTH.min(64 + 256 * not_migratable as usize));
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        message,
+        "{not_migratable} of {total} machines are not live migratable"
+    );
     for reason in &reasons {
-        let block = reason_block(reason, &failing);
-        if message.len() + block.len() + END_OF_GLOBAL_MESSAGE.len() > MAX_GLOBAL_MESSAGE_LENGTH {
+        let before = message.len();
+        append_reason_block(&mut message, reason, &failing);
+        if message.len() + END_OF_GLOBAL_MESSAGE.len() > MAX_GLOBAL_MESSAGE_LENGTH {
+            message.truncate(before);
             message.push_str(END_OF_GLOBAL_MESSAGE);
             break;
         }
-        message.push_str(&block);
     }
     Some(Condition {
         type_: CONDITION_TYPE,
@@ -80,54 +88,98 @@ pub fn machines_condition(groups: &[MachineGroup]) -> Option<Condition> {
 
 /// HS `aggregateMachineMessages` over one reason's lines, sorted: the lines of every
 /// NodePool failing with `reason`, merged in byte order (Go's `sort.Strings`), cut at 1,000
-/// characters with `... too many similar errors`.
-fn reason_block(reason: &str, failing: &[(&MachineGroup, &FailedCheck)]) -> String {
-    let mut streams: Vec<_> = failing
+/// characters with `... too many similar errors`; appended to `out`.
+fn append_reason_block(out: &mut String, reason: &str, failing: &[(&MachineGroup, &FailedCheck)]) {
+    let mut streams: Vec<MachineLines> = failing
         .iter()
         .filter(|(_, check)| check.reason == reason)
-        .map(|(g, check)| machine_lines(g.nodepool, g.machines, check).peekable())
+        .map(|(g, check)| MachineLines::new(g.nodepool, g.machines, check))
         .collect();
-    let mut block = String::new();
+    let start = out.len();
     loop {
+        streams.iter_mut().for_each(MachineLines::fill);
         let smallest = streams
-            .iter_mut()
+            .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.peek().map(|line| (i, line)))
+            .filter_map(|(i, s)| s.current().map(|line| (i, line)))
             .min_by(|a, b| a.1.cmp(b.1))
             .map(|(i, _)| i);
-        let Some(line) = smallest.and_then(|i| streams[i].next()) else {
+        let Some(stream) = smallest.map(|i| &mut streams[i]) else {
             break;
         };
-        if block.len() + line.len() > MAX_MESSAGE_LENGTH {
-            block.push_str(END_OF_MESSAGE);
+        let line = stream.current().unwrap_or_default();
+        if out.len() - start + line.len() > MAX_MESSAGE_LENGTH {
+            out.push_str(END_OF_MESSAGE);
             break;
         }
-        block.push_str(&line);
+        out.push_str(line);
+        stream.consume();
     }
-    block
 }
 
-/// One NodePool's machine lines `Machine <np>-<n>: <reason>: <message>` in `sort.Strings`
-/// order (see [`sorted_machine_numbers`]).
-fn machine_lines<'a>(
+/// One NodePool's machine lines `Machine <np>-<n>: <reason>: <np>-<n> is not a live
+/// migratable machine: <message>` in `sort.Strings` order (see [`sorted_machine_numbers`]),
+/// rendered one at a time into a reused buffer.
+struct MachineLines<'a> {
     nodepool: &'a str,
-    machines: u64,
     check: &'a FailedCheck,
-) -> impl Iterator<Item = String> + 'a {
-    use std::fmt::Write as _;
-    sorted_machine_numbers(machines).map(move |n| {
-        let machine = format!("{nodepool}-{n}");
-        // One buffer per line (writing into a String cannot fail).
-        let mut line = String::with_capacity(160 + 2 * machine.len());
-        let _ = write!(
-            line,
-            "Machine {machine}: {}: {machine} is not a live migratable machine: ",
-            check.reason
-        );
-        check.message.write_to(&mut line, &machine);
+    numbers: SortedMachineNumbers,
+    machine: String,
+    line: String,
+    /// `line` holds the next line, not yet consumed.
+    ready: bool,
+}
+
+impl<'a> MachineLines<'a> {
+    fn new(nodepool: &'a str, machines: u64, check: &'a FailedCheck) -> Self {
+        Self {
+            nodepool,
+            check,
+            numbers: sorted_machine_numbers(machines),
+            // `<nodepool>-<n>`, and a line with it twice plus reason and message.
+            machine: String::with_capacity(nodepool.len() + 21),
+            line: String::with_capacity(256 + 3 * nodepool.len()),
+            ready: false,
+        }
+    }
+
+    /// Renders the next line into the buffer unless one is waiting or none is left.
+    fn fill(&mut self) {
+        if self.ready {
+            return;
+        }
+        let Some(n) = self.numbers.next() else {
+            return;
+        };
+        self.machine.clear();
+        self.machine.push_str(self.nodepool);
+        // Writing into a String cannot fail.
+        let _ = write!(self.machine, "-{n}");
+        let line = &mut self.line;
+        line.clear();
+        for part in [
+            "Machine ",
+            &self.machine,
+            ": ",
+            self.check.reason,
+            ": ",
+            &self.machine,
+        ] {
+            line.push_str(part);
+        }
+        line.push_str(" is not a live migratable machine: ");
+        self.check.message.write_to(line, &self.machine);
         line.push('\n');
-        line
-    })
+        self.ready = true;
+    }
+
+    fn current(&self) -> Option<&str> {
+        self.ready.then_some(self.line.as_str())
+    }
+
+    fn consume(&mut self) {
+        self.ready = false;
+    }
 }
 
 /// The HostedCluster condition (§H2) listing the NodePools predicted not migratable.
@@ -164,33 +216,49 @@ fn truncate_reasons(reasons: &[&str]) -> String {
 /// Numbers `1..=max` in the order Go's `sort.Strings` puts lines `"Machine <np>-<n>: …"`:
 /// a post-order walk of the decimal digit trie (children `n0..n9` before `n`, because the
 /// `:` after a shorter number sorts after any digit).
-pub fn sorted_machine_numbers(max: u64) -> impl Iterator<Item = u64> {
-    // Stack of (number, next child digit to visit); children are visited before the number.
-    let mut stack: Vec<(u64, u8)> = Vec::new();
-    let mut next_root = 1u64;
-    std::iter::from_fn(move || {
+pub fn sorted_machine_numbers(max: u64) -> SortedMachineNumbers {
+    SortedMachineNumbers {
+        max,
+        // one entry per decimal digit at most
+        stack: Vec::with_capacity(20),
+        next_root: 1,
+    }
+}
+
+/// The iterator of [`sorted_machine_numbers`].
+pub struct SortedMachineNumbers {
+    max: u64,
+    /// (number, next child digit to visit); children are visited before the number.
+    stack: Vec<(u64, u8)>,
+    next_root: u64,
+}
+
+impl Iterator for SortedMachineNumbers {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
         loop {
-            if stack.is_empty() {
-                if next_root > 9 || next_root > max {
+            if self.stack.is_empty() {
+                if self.next_root > 9 || self.next_root > self.max {
                     return None;
                 }
-                stack.push((next_root, 0));
-                next_root += 1;
+                self.stack.push((self.next_root, 0));
+                self.next_root += 1;
             }
-            let top = stack.len() - 1;
-            let (n, digit) = stack[top];
+            let top = self.stack.len() - 1;
+            let (n, digit) = self.stack[top];
             if digit < 10 {
-                stack[top].1 += 1;
+                self.stack[top].1 += 1;
                 let child = n.checked_mul(10).and_then(|c| c.checked_add(u64::from(digit)));
-                if let Some(child) = child.filter(|c| *c <= max) {
-                    stack.push((child, 0));
+                if let Some(child) = child.filter(|c| *c <= self.max) {
+                    self.stack.push((child, 0));
                 }
                 continue;
             }
-            stack.pop();
+            self.stack.pop();
             return Some(n);
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn evaluate(hc: &HostedCluster, facts: &Facts, nodepools: &[(String, Verdict
             "InvalidKubevirtVMJSONPatch",
             format!("metadata.annotations[{VM_JSONPATCH_ANNOTATION}]"),
             format!("the {VM_JSONPATCH_ANNOTATION} annotation {e}; HyperShift applies it to every NodePool's VMs and cannot build their templates"),
-            "fix the JSON patch: an RFC 6902 array of operations".into(),
+            "fix the JSON patch: an RFC 6902 array of operations",
         ));
     }
     let kubevirt = hc.spec.platform.kubevirt.clone().unwrap_or_default();
@@ -91,7 +91,7 @@ fn check_default_class(facts: &Facts, findings: &mut Vec<Finding>) {
     let Some((class, kind)) = facts.virt_default_class() else {
         findings.push(Finding::blocking(
             "NoInfraDefaultStorageClass",
-            &field,
+            field.to_owned(),
             format!(
                 "storageDriver Default maps guest volumes to the infrastructure cluster's default class, but no class is annotated {}=true or {}=true; guest PVCs cannot be provisioned",
                 DefaultKind::Virt.annotation(),
@@ -125,7 +125,7 @@ fn check_mapping(facts: &Facts, infra: &str, guest: &str, field: &str, findings:
     let Some(class) = facts.class(infra) else {
         findings.push(Finding::blocking(
             "InfraStorageClassNotFound",
-            field,
+            field.to_owned(),
             format!("guest class {guest} maps to infra StorageClass {infra}, which does not exist on the infrastructure cluster; guest PVCs of {guest} cannot be provisioned (and storageClassMapping is immutable once created)"),
             mapping_fix(facts),
         ));
@@ -154,13 +154,13 @@ fn judge_class(
     match class.source {
         S::Unknown => findings.push(Finding::undecided(
             "UnknownProvisioner",
-            field,
+            field.to_owned(),
             format!("{what} uses provisioner {}, which has no StorageProfile claim property sets and is not in CDI's capability table; whether guest volumes get ReadWriteMany is unknown", class.provisioner),
             format!("add spec.claimPropertySets to StorageProfile {}, or {fix}", class.name),
         )),
         S::ProfileEmpty => findings.push(Finding::blocking(
             "NoClaimPropertySets",
-            field,
+            field.to_owned(),
             format!("{what} has a StorageProfile without claimPropertySets (unrecognized provisioner {}); RWO guest PVCs of {guest} fail with \"no accessMode specified in StorageProfile {}\"", class.provisioner, class.name),
             format!("add spec.claimPropertySets to StorageProfile {}, or {fix}", class.name),
         )),
@@ -168,15 +168,15 @@ fn judge_class(
             if class.source == S::Builtin {
                 findings.push(Finding::info(
                     "BuiltinStorageCapabilities",
-                    field,
+                    field.to_owned(),
                     format!("no CDI StorageProfile for class {}; used CDI's built-in capabilities for provisioner {}: [{}]", class.name, class.provisioner, join_sets(&class.sets)),
-                    "none needed; a StorageProfile with claimPropertySets overrides the table".into(),
+                    "none needed; a StorageProfile with claimPropertySets overrides the table",
                 ));
             }
             if !class.first_set_rwx {
                 findings.push(Finding::error(
                     DISKS_NOT_LIVE_MIGRATABLE,
-                    field,
+                    field.to_owned(),
                     format!(
                         "guest PVCs of class {guest} are provisioned on {what}, whose first claim property set is [{}]: an RWO guest volume becomes a non-shared infra PVC, and every node VM it is attached to stops being live migratable",
                         class.sets.first().map(ToString::to_string).unwrap_or_default()
@@ -195,18 +195,18 @@ fn no_facts(facts: &Facts, field: &str, what: &str) -> Finding {
         .unwrap_or_else(|| "no StorageClasses of the infrastructure cluster are known".to_owned());
     Finding::undecided(
         "StorageFactsMissing",
-        field,
+        field.to_owned(),
         format!("{why}, so whether {what} offers ReadWriteMany cannot be decided"),
-        "supply the infrastructure cluster's StorageClasses and StorageProfiles (`--facts`), or run against the cluster".into(),
+        "supply the infrastructure cluster's StorageClasses and StorageProfiles (`--facts`), or run against the cluster",
     )
 }
 
 fn rwx_class(facts: &Facts) -> String {
     match facts.rwx_suggestions() {
-        [] => {
+        None => {
             "a class whose StorageProfile lists ReadWriteMany first (e.g. Ceph RBD, CephFS, NFS)".to_owned()
         }
-        s => format!("an RWX-capable class such as {}", s.join(" or ")),
+        Some(classes) => format!("an RWX-capable class such as {classes}"),
     }
 }
 
@@ -260,7 +260,7 @@ fn hc_condition(
             findings
                 .iter()
                 .filter(|f| f.effect == super::report::Effect::Undecided)
-                .map(|f| f.message.as_str())
+                .map(|f| f.message.as_ref())
                 .collect::<Vec<_>>()
                 .join("; "),
         )),

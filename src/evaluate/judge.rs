@@ -9,7 +9,7 @@ use crate::facts::{Facts, KubeVirtVersion};
 
 use super::network::{self, NetOutcome};
 use super::report::Finding;
-use super::storage::{self, Api, DiskOutcome, RequestFields};
+use super::storage::{self, Api, DiskOutcome, RequestFields, Text};
 use super::vm::VmTemplate;
 
 pub use super::network::INTERFACE_NOT_LIVE_MIGRATABLE;
@@ -21,10 +21,10 @@ pub const HOST_DEVICE_NOT_LIVE_MIGRATABLE: &str = "HostDeviceNotLiveMigratable";
 pub struct Fields {
     pub root: RequestFields,
     /// Where volumes other than the root disk come from (always a JSON patch).
-    pub patched_volumes: String,
-    pub host_devices: String,
-    pub network: String,
-    pub cpu: String,
+    pub patched_volumes: Text,
+    pub host_devices: Text,
+    pub network: Text,
+    pub cpu: Text,
 }
 
 /// The message a failing check puts into the VMI's LiveMigratable condition.
@@ -34,7 +34,7 @@ pub enum VmiMessage {
     /// `cannot migrate VMI: PVC <machine>-<dv> is not shared, …` (§K5); the PVC name
     /// depends on the machine (CAPK prefixes DataVolume templates with it, §R2).
     PvcNotShared {
-        dv: String,
+        dv: Text,
     },
 }
 
@@ -47,15 +47,13 @@ impl VmiMessage {
 
     /// Appends the message for `machine` to `out`.
     pub fn write_to(&self, out: &mut String, machine: &str) {
-        use std::fmt::Write as _;
         match self {
             Self::Fixed(m) => out.push_str(m),
-            // Writing into a String cannot fail.
             Self::PvcNotShared { dv } => {
-                let _ = write!(
-                    out,
-                    "cannot migrate VMI: PVC {machine}-{dv} is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)"
-                );
+                for part in ["cannot migrate VMI: PVC ", machine, "-", dv] {
+                    out.push_str(part);
+                }
+                out.push_str(" is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)");
             }
         }
     }
@@ -122,12 +120,12 @@ pub fn judge(tpl: &VmTemplate, facts: &Facts, fields: &Fields, findings: &mut Ve
 fn blocker(
     findings: &mut Vec<Finding>,
     reason: &'static str,
-    field: &str,
+    field: &Text,
     detail: String,
     message: &str,
-    fix: &str,
+    fix: &'static str,
 ) -> Option<FailedCheck> {
-    findings.push(Finding::error(reason, field, detail, fix.to_owned()));
+    findings.push(Finding::error(reason, field.clone(), detail, fix));
     Some(FailedCheck {
         reason,
         message: VmiMessage::Fixed(message.to_owned()),
@@ -255,7 +253,7 @@ fn check_host_devices(
     let fail = |message: &str, detail: String, findings: &mut Vec<Finding>| {
         findings.push(Finding::error(
             HOST_DEVICE_NOT_LIVE_MIGRATABLE,
-            &fields.host_devices,
+            fields.host_devices.clone(),
             detail,
             format!("remove {} (passthrough devices pin a VM to its node), or accept that these nodes restart instead of migrating", storage::in_fix(&fields.host_devices, "hostDevices")),
         ));
@@ -302,9 +300,9 @@ fn check_host_devices(
         (_, _) => {
             findings.push(Finding::undecided(
                 "GPUMigrationDependsOnFeatureGate",
-                &fields.host_devices,
-                "the VM gets one GPU; KubeVirt v1.9.0+ live migrates it only if it is a mediated (vGPU) device and the VGPULiveMigration feature gate is enabled".into(),
-                "check the KubeVirt feature gates and the device type, or remove the GPU".into(),
+                fields.host_devices.clone(),
+                "the VM gets one GPU; KubeVirt v1.9.0+ live migrates it only if it is a mediated (vGPU) device and the VGPULiveMigration feature gate is enabled",
+                "check the KubeVirt feature gates and the device type, or remove the GPU",
             ));
             None
         }
@@ -378,12 +376,12 @@ fn check_data_volume(
         (None, None) => {
             findings.push(Finding::blocking(
                 "DataVolumeWithoutStorage",
-                &fields.patched_volumes,
+                fields.patched_volumes.clone(),
                 format!(
                     "the DataVolume template {} has neither spec.storage nor spec.pvc",
                     dv.metadata.name
                 ),
-                "give the DataVolume template a spec.storage".into(),
+                "give the DataVolume template a spec.storage",
             ));
             return VolumeOutcome::Blocked;
         }
@@ -392,7 +390,7 @@ fn check_data_volume(
         fields.root.clone()
     } else {
         RequestFields {
-            volume: format!("the DataVolume {} added by the JSON patch", dv.metadata.name),
+            volume: format!("the DataVolume {} added by the JSON patch", dv.metadata.name).into(),
             dv_name: dv.metadata.name.clone(),
             access_modes: fields.patched_volumes.clone(),
             storage_class: fields.patched_volumes.clone(),
@@ -415,9 +413,9 @@ fn check_data_volume(
 fn non_shared_host_disk(volume: &str, fields: &Fields, findings: &mut Vec<Finding>) -> VolumeOutcome {
     findings.push(Finding::error(
         storage::DISKS_NOT_LIVE_MIGRATABLE,
-        &fields.patched_volumes,
+        fields.patched_volumes.clone(),
         format!("volume {volume} is a hostDisk without shared: true"),
-        "remove the hostDisk volume from the JSON patch, or mark it shared: true if it really is on shared storage".into(),
+        "remove the hostDisk volume from the JSON patch, or mark it shared: true if it really is on shared storage",
     ));
     VolumeOutcome::Fails(FailedCheck {
         reason: storage::DISKS_NOT_LIVE_MIGRATABLE,
@@ -426,10 +424,10 @@ fn non_shared_host_disk(volume: &str, fields: &Fields, findings: &mut Vec<Findin
 }
 
 /// A volume that references an existing PVC/DataVolume: its access modes are not in the facts.
-fn unknown_pvc(claim: &str, field: &str, findings: &mut Vec<Finding>) {
+fn unknown_pvc(claim: &str, field: &Text, findings: &mut Vec<Finding>) {
     findings.push(Finding::undecided(
         "PVCAccessModesUnknown",
-        field,
+        field.clone(),
         format!("volume {claim} references an existing PVC or DataVolume whose access modes are not among the facts; KubeVirt requires ReadWriteMany"),
         format!("make sure PVC {claim} is ReadWriteMany on the infrastructure cluster"),
     ));
@@ -449,9 +447,9 @@ fn check_cpu_model(tpl: &VmTemplate, fields: &Fields, findings: &mut Vec<Finding
     if model == Some("host-passthrough") {
         findings.push(Finding::warning(
             "CPUModelHostPassthrough",
-            &fields.cpu,
-            "the VM uses CPU model host-passthrough; KubeVirt does not flag it, but it live migrates only between nodes with identical CPUs".into(),
-            "remove the CPU model from the JSON patch to use the cluster default (host-model), or keep the infrastructure nodes' CPUs identical".into(),
+            fields.cpu.clone(),
+            "the VM uses CPU model host-passthrough; KubeVirt does not flag it, but it live migrates only between nodes with identical CPUs",
+            "remove the CPU model from the JSON patch to use the cluster default (host-model), or keep the infrastructure nodes' CPUs identical",
         ));
     }
 }

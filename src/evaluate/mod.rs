@@ -51,7 +51,7 @@ fn infra_facts<'a>(
         .unwrap_or("<unset>");
     findings.push(Finding::undecided(
         "ExternalInfraFactsUnavailable",
-        field,
+        field.to_owned(),
         format!(
             "HostedCluster {ns}/{name} runs its VMs on an external infrastructure cluster (credentials Secret {ns}/{secret}, namespace {}), which the local facts do not describe: {why}",
             creds.infra_namespace

@@ -5,7 +5,7 @@
 use crate::facts::{Facts, KubeVirtVersion};
 
 use super::judge::{FailedCheck, Fields, VmiMessage};
-use super::report::Finding;
+use super::report::{Finding, Text};
 use super::vm::{ALLOW_POD_BRIDGE_MIGRATION, Interface, VmTemplate};
 
 pub const INTERFACE_NOT_LIVE_MIGRATABLE: &str = "InterfaceNotLiveMigratable";
@@ -47,10 +47,10 @@ pub fn check(tpl: &VmTemplate, facts: &Facts, fields: &Fields, findings: &mut Ve
     }
 }
 
-fn reject(findings: &mut Vec<Finding>, field: &str, message: String, fix: &str) -> bool {
+fn reject(findings: &mut Vec<Finding>, field: &Text, message: String, fix: &str) -> bool {
     findings.push(Finding::blocking(
         "VirtualMachineRejected",
-        field,
+        field.clone(),
         message,
         fix.to_owned(),
     ));
@@ -84,7 +84,7 @@ fn rejected_at_creation(
 fn bindings_rejected(
     iface: &Interface,
     v: &KubeVirtVersion,
-    field: &str,
+    field: &Text,
     findings: &mut Vec<Finding>,
 ) -> bool {
     let bindings = binding_count(iface);
@@ -124,7 +124,7 @@ fn passt_rejected(
     iface: &Interface,
     facts: &Facts,
     v: &KubeVirtVersion,
-    field: &str,
+    field: &Text,
     findings: &mut Vec<Finding>,
 ) -> bool {
     if iface.passt.is_some() && !passt_gate_listed(facts, v) {
@@ -312,9 +312,9 @@ fn plugin_check(
     let Some(config) = facts.kubevirt_config() else {
         findings.push(Finding::undecided(
             "NetworkBindingPluginUnknown",
-            &fields.network,
+            fields.network.clone(),
             format!("the pod-network interface {} uses the network binding plugin {name}; it is live migratable only if the KubeVirt CR registers it with a migration method, and the KubeVirt CR is not among the facts", iface.name),
-            "supply the KubeVirt CR in the facts, or use masquerade on the pod network".into(),
+            "supply the KubeVirt CR in the facts, or use masquerade on the pod network",
         ));
         return None;
     };
@@ -332,10 +332,10 @@ fn plugin_check(
     ))
 }
 
-fn fail(findings: &mut Vec<Finding>, field: &str, detail: String, message: String) -> FailedCheck {
+fn fail(findings: &mut Vec<Finding>, field: &Text, detail: String, message: String) -> FailedCheck {
     findings.push(Finding::error(
         INTERFACE_NOT_LIVE_MIGRATABLE,
-        field,
+        field.clone(),
         detail,
         format!("use masquerade (or passtBinding on KubeVirt v1.8+) on the pod network, or bridge with the {ALLOW_POD_BRIDGE_MIGRATION} annotation HyperShift sets"),
     ));
@@ -345,12 +345,12 @@ fn fail(findings: &mut Vec<Finding>, field: &str, detail: String, message: Strin
     }
 }
 
-pub fn version_unknown(field: &str, what: &str) -> Finding {
+pub fn version_unknown(field: &Text, what: &str) -> Finding {
     Finding::undecided(
         "KubeVirtVersionUnknown",
-        field,
+        field.clone(),
         format!("{what}; the infrastructure cluster's KubeVirt version is unknown"),
-        "supply the KubeVirt CR (status.observedKubeVirtVersion) in the facts".into(),
+        "supply the KubeVirt CR (status.observedKubeVirtVersion) in the facts",
     )
 }
 

@@ -14,6 +14,8 @@ use super::vm::{self, VmTemplate};
 
 const PLATFORM: &str = "spec.platform.kubevirt";
 const PERSISTENT: &str = "spec.platform.kubevirt.rootVolume.persistent";
+/// The NodePool's JSON patch annotation, as a field path.
+const NP_PATCH_FIELD: &str = "metadata.annotations[hypershift.openshift.io/kubevirt-vm-jsonpatch]";
 /// NodePool annotation that switches HyperShift from anti-affinity to topology spread.
 const TOPOLOGY_SPREAD_ANNOTATION: &str =
     "hypershift.openshift.io/nodepool-supports-kubevirt-topology-spread-constraints";
@@ -61,8 +63,8 @@ pub fn evaluate_with_machines(
         findings.push(Finding::blocking(
             "KubevirtPlatformMissing",
             PLATFORM,
-            "spec.platform.type is KubeVirt but spec.platform.kubevirt is missing; HyperShift fails with \"nodepool.spec.platform.kubevirt is required\" and creates no VMs".into(),
-            "add spec.platform.kubevirt with rootVolume.persistent (storageClass of an RWX-capable class)".into(),
+            "spec.platform.type is KubeVirt but spec.platform.kubevirt is missing; HyperShift fails with \"nodepool.spec.platform.kubevirt is required\" and creates no VMs",
+            "add spec.platform.kubevirt with rootVolume.persistent (storageClass of an RWX-capable class)",
         ));
         report.verdict = Report::verdict_of(findings);
         return (report, no_template());
@@ -114,7 +116,7 @@ fn undecided(findings: &[Finding]) -> String {
     let why: Vec<&str> = findings
         .iter()
         .filter(|f| f.effect == Effect::Undecided)
-        .map(|f| f.message.as_str())
+        .map(|f| f.message.as_ref())
         .collect();
     why.join("; ")
 }
@@ -150,13 +152,13 @@ fn validate_platform(platform: &KubevirtNodePoolPlatform, findings: &mut Vec<Fin
                     "rootVolume.type {:?} is not supported; the only type is Persistent",
                     rv.type_.as_deref().unwrap_or_default()
                 ),
-                "set spec.platform.kubevirt.rootVolume.type to Persistent".into(),
+                "set spec.platform.kubevirt.rootVolume.type to Persistent",
             ));
         } else if rv.persistent.is_none() {
             findings.push(Finding::blocking(
                 "RootVolumePersistentMissing",
                 PERSISTENT,
-                "rootVolume.type is Persistent but rootVolume.persistent is missing; HyperShift fails with \"the kubevirt persistent storage field must be set when rootVolume.Type=Persistent\"".into(),
+                "rootVolume.type is Persistent but rootVolume.persistent is missing; HyperShift fails with \"the kubevirt persistent storage field must be set when rootVolume.Type=Persistent\"",
                 format!("add {PERSISTENT} with size and an RWX-capable storageClass"),
             ));
         }
@@ -165,8 +167,8 @@ fn validate_platform(platform: &KubevirtNodePoolPlatform, findings: &mut Vec<Fin
         findings.push(Finding::blocking(
             "DefaultNetworkRequired",
             "spec.platform.kubevirt.attachDefaultNetwork",
-            "attachDefaultNetwork is false but there are no additionalNetworks; HyperShift fails with \"default network cannot be disabled when no additional networks are configured\"".into(),
-            "set spec.platform.kubevirt.attachDefaultNetwork to true, or add spec.platform.kubevirt.additionalNetworks".into(),
+            "attachDefaultNetwork is false but there are no additionalNetworks; HyperShift fails with \"default network cannot be disabled when no additional networks are configured\"",
+            "set spec.platform.kubevirt.attachDefaultNetwork to true, or add spec.platform.kubevirt.additionalNetworks",
         ));
     }
     for (i, dev) in platform.host_devices().iter().enumerate() {
@@ -193,7 +195,7 @@ fn hosted_cluster_not_found(np: &NodePool, findings: &mut Vec<Finding>) {
         format!(
             "HostedCluster {namespace}/{name} is not among the facts; its {VM_JSONPATCH_ANNOTATION} annotation and infrastructure credentials were not considered"
         ),
-        "supply the HostedCluster with the facts (or evaluate it together with the NodePool)".into(),
+        "supply the HostedCluster with the facts (or evaluate it together with the NodePool)",
     ));
 }
 
@@ -205,19 +207,18 @@ fn render_and_patch(
     hc: Option<&HostedCluster>,
     findings: &mut Vec<Finding>,
 ) -> (VmTemplate, Fields) {
-    let np_patch_field = format!("metadata.annotations[{VM_JSONPATCH_ANNOTATION}]");
     let mut fields = Fields {
         root: RequestFields {
             volume: "the root volume".into(),
             dv_name: vm::ROOT_DISK.into(),
-            access_modes: format!("{PERSISTENT}.accessModes"),
-            storage_class: format!("{PERSISTENT}.storageClass"),
-            volume_mode: format!("{PERSISTENT}.volumeMode"),
+            access_modes: concat!("spec.platform.kubevirt.rootVolume.persistent", ".accessModes").into(),
+            storage_class: concat!("spec.platform.kubevirt.rootVolume.persistent", ".storageClass").into(),
+            volume_mode: concat!("spec.platform.kubevirt.rootVolume.persistent", ".volumeMode").into(),
         },
-        patched_volumes: np_patch_field.clone(),
+        patched_volumes: NP_PATCH_FIELD.into(),
         host_devices: "spec.platform.kubevirt.hostDevices".into(),
         network: "spec.platform.kubevirt.attachDefaultNetwork".into(),
-        cpu: np_patch_field.clone(),
+        cpu: NP_PATCH_FIELD.into(),
     };
     let tpl = VmTemplate::render(platform);
 
@@ -230,7 +231,7 @@ fn render_and_patch(
         );
         Some((value, field))
     });
-    let np_patch = annotation(&np.metadata, VM_JSONPATCH_ANNOTATION).map(|v| (v, np_patch_field));
+    let np_patch = annotation(&np.metadata, VM_JSONPATCH_ANNOTATION).map(|v| (v, NP_PATCH_FIELD.to_owned()));
     if hc_patch.is_none() && np_patch.is_none() {
         return (tpl, fields);
     }
@@ -269,9 +270,9 @@ fn render_and_patch(
 fn push_invalid_patch(findings: &mut Vec<Finding>, field: &str, e: &vm::PatchError) {
     findings.push(Finding::blocking(
         "InvalidKubevirtVMJSONPatch",
-        field,
+        field.to_owned(),
         format!("the {VM_JSONPATCH_ANNOTATION} annotation {e}; HyperShift cannot build the VM template, so no VMs are created (the rest of this report judges the VM without this patch)"),
-        "fix the JSON patch: an RFC 6902 array whose paths are relative to the VirtualMachine template (e.g. /spec/template/spec/domain/...)".into(),
+        "fix the JSON patch: an RFC 6902 array whose paths are relative to the VirtualMachine template (e.g. /spec/template/spec/domain/...)",
     ));
 }
 
@@ -281,14 +282,14 @@ fn attribute_changes(before: &VmTemplate, after: &VmTemplate, field: &str, field
         &t.spec.template.spec
     }
     if before.root_data_volume() != after.root_data_volume() {
-        fields.root.access_modes = field.to_owned();
-        fields.root.storage_class = field.to_owned();
-        fields.root.volume_mode = field.to_owned();
+        fields.root.access_modes = field.to_owned().into();
+        fields.root.storage_class = field.to_owned().into();
+        fields.root.volume_mode = field.to_owned().into();
     }
     if before.spec.data_volume_templates != after.spec.data_volume_templates
         || vmi(before).volumes != vmi(after).volumes
     {
-        fields.patched_volumes = field.to_owned();
+        fields.patched_volumes = field.to_owned().into();
     }
     let devices = |t: &VmTemplate| {
         (
@@ -297,7 +298,7 @@ fn attribute_changes(before: &VmTemplate, after: &VmTemplate, field: &str, field
         )
     };
     if devices(before) != devices(after) {
-        fields.host_devices = field.to_owned();
+        fields.host_devices = field.to_owned().into();
     }
     let network = |t: &VmTemplate| {
         (
@@ -307,10 +308,10 @@ fn attribute_changes(before: &VmTemplate, after: &VmTemplate, field: &str, field
         )
     };
     if network(before) != network(after) {
-        fields.network = field.to_owned();
+        fields.network = field.to_owned().into();
     }
     if vmi(before).domain.cpu != vmi(after).domain.cpu {
-        fields.cpu = field.to_owned();
+        fields.cpu = field.to_owned().into();
     }
 }
 
@@ -327,8 +328,8 @@ fn predicted_condition(
         findings.push(Finding::info(
             "NoMachines",
             "spec.replicas",
-            "the NodePool has no machines: HyperShift sets no KubeVirtNodesLiveMigratable condition until it has; the verdict applies to the machines it creates when scaled up".into(),
-            "none needed".into(),
+            "the NodePool has no machines: HyperShift sets no KubeVirtNodesLiveMigratable condition until it has; the verdict applies to the machines it creates when scaled up",
+            "none needed",
         ));
         return None;
     }

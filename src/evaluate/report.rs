@@ -2,6 +2,9 @@
 //! and the audit report: `{"reports":[{apiVersion, kind, namespace, name, verdict,
 //! condition, findings}]}`.
 
+/// Field paths, messages and fixes: usually constants, built only when they vary.
+pub type Text = std::borrow::Cow<'static, str>;
+
 use serde::Serialize;
 
 /// The overall prediction for one object.
@@ -62,54 +65,79 @@ pub struct Finding {
     pub reason: &'static str,
     pub severity: Severity,
     /// The field the user must edit.
-    pub field: String,
-    pub message: String,
+    pub field: Text,
+    pub message: Text,
     /// A concrete change that resolves the finding.
-    pub fix: String,
+    pub fix: Text,
     #[serde(skip)]
     pub effect: Effect,
 }
 
 impl Finding {
-    pub fn error(reason: &'static str, field: impl Into<String>, message: String, fix: String) -> Self {
+    pub fn error(
+        reason: &'static str,
+        field: impl Into<Text>,
+        message: impl Into<Text>,
+        fix: impl Into<Text>,
+    ) -> Self {
         Self {
             reason,
             severity: Severity::Error,
             field: field.into(),
-            message,
-            fix,
+            message: message.into(),
+            fix: fix.into(),
             effect: Effect::NotMigratable,
         }
     }
-    pub fn blocking(reason: &'static str, field: impl Into<String>, message: String, fix: String) -> Self {
+    pub fn blocking(
+        reason: &'static str,
+        field: impl Into<Text>,
+        message: impl Into<Text>,
+        fix: impl Into<Text>,
+    ) -> Self {
         Self {
             effect: Effect::BlocksProvisioning,
             ..Self::error(reason, field, message, fix)
         }
     }
-    pub fn undecided(reason: &'static str, field: impl Into<String>, message: String, fix: String) -> Self {
+    pub fn undecided(
+        reason: &'static str,
+        field: impl Into<Text>,
+        message: impl Into<Text>,
+        fix: impl Into<Text>,
+    ) -> Self {
         Self {
             reason,
             severity: Severity::Warning,
             field: field.into(),
-            message,
-            fix,
+            message: message.into(),
+            fix: fix.into(),
             effect: Effect::Undecided,
         }
     }
-    pub fn warning(reason: &'static str, field: impl Into<String>, message: String, fix: String) -> Self {
+    pub fn warning(
+        reason: &'static str,
+        field: impl Into<Text>,
+        message: impl Into<Text>,
+        fix: impl Into<Text>,
+    ) -> Self {
         Self {
             effect: Effect::None,
             ..Self::undecided(reason, field, message, fix)
         }
     }
-    pub fn info(reason: &'static str, field: impl Into<String>, message: String, fix: String) -> Self {
+    pub fn info(
+        reason: &'static str,
+        field: impl Into<Text>,
+        message: impl Into<Text>,
+        fix: impl Into<Text>,
+    ) -> Self {
         Self {
             reason,
             severity: Severity::Info,
             field: field.into(),
-            message,
-            fix,
+            message: message.into(),
+            fix: fix.into(),
             effect: Effect::None,
         }
     }

@@ -141,6 +141,6 @@ fn finding(
             own.count,
             siblings.join(", ")
         ),
-        "none needed for this NodePool; to clear lines about other machines, fix the sibling NodePools' findings".into(),
+        "none needed for this NodePool; to clear lines about other machines, fix the sibling NodePools' findings",
     )
 }

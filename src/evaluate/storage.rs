@@ -23,13 +23,15 @@ pub enum Api {
 #[derive(Clone, Debug)]
 pub struct RequestFields {
     /// How messages name the volume, e.g. "the root volume".
-    pub volume: String,
+    pub volume: Text,
     /// The DataVolume template name; CAPK names each machine's PVC `<machine>-<dv_name>`.
-    pub dv_name: String,
-    pub access_modes: String,
-    pub storage_class: String,
-    pub volume_mode: String,
+    pub dv_name: Text,
+    pub access_modes: Text,
+    pub storage_class: Text,
+    pub volume_mode: Text,
 }
+
+pub use super::report::Text;
 
 /// What the judge concluded about one disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +132,7 @@ fn invalid_request(
     if req.access_modes.contains(&AccessMode::ReadOnly) {
         findings.push(Finding::blocking(
             "InvalidAccessMode",
-            &fields.access_modes,
+            fields.access_modes.clone(),
             format!("{vol} requests access mode ReadOnly, which the NodePool API accepts but Kubernetes does not (it has ReadOnlyMany); the PVC would be rejected and no VM created"),
             format!("set {} to [ReadWriteMany]", in_fix(&fields.access_modes, "accessModes")),
         ));
@@ -139,7 +141,7 @@ fn invalid_request(
     if api == Api::Pvc && req.access_modes.is_empty() {
         findings.push(Finding::blocking(
             "MissingAccessModes",
-            &fields.access_modes,
+            fields.access_modes.clone(),
             format!("{vol} uses the DataVolume `pvc` API without accessModes; the PVC is invalid"),
             format!(
                 "set {} to [ReadWriteMany]",
@@ -246,7 +248,7 @@ fn check_driver(
     let offers: Vec<String> = caps.iter().map(|(a, v)| format!("{a} {v}")).collect();
     findings.push(Finding::blocking(
         "AccessModesNotSupported",
-        &fields.access_modes,
+        fields.access_modes.clone(),
         format!(
             "{} gets a [{}] {vm} PVC on {via}, but its storage driver {} does not provision [{}] {vm} (CDI's capabilities for it: [{}]); the PVC stays Pending and no VM starts",
             fields.volume,
@@ -263,7 +265,7 @@ fn check_driver(
 fn builtin_note(class: &ClassFacts, facts: &Facts, fields: &RequestFields) -> Finding {
     Finding::info(
         "BuiltinStorageCapabilities",
-        &fields.storage_class,
+        fields.storage_class.clone(),
         format!(
             "no CDI StorageProfile for class {}{}; used CDI's built-in capabilities for provisioner {}: [{}]",
             class.name,
@@ -275,7 +277,7 @@ fn builtin_note(class: &ClassFacts, facts: &Facts, fields: &RequestFields) -> Fi
             class.provisioner,
             join_sets(&class.sets),
         ),
-        "none needed; a StorageProfile with claimPropertySets overrides the table".into(),
+        "none needed; a StorageProfile with claimPropertySets overrides the table",
     )
 }
 
@@ -317,7 +319,7 @@ fn no_matching_access_mode(
 ) -> Finding {
     Finding::blocking(
         "NoMatchingAccessMode",
-        &fields.volume_mode,
+        fields.volume_mode.clone(),
         format!(
             "{} requests volumeMode {mode} without accessModes, and the StorageProfile of {via} has no claim property set with volumeMode {mode} (CDI: \"no matching accessMode specified in StorageProfile {}\")",
             fields.volume, class.name
@@ -332,7 +334,7 @@ fn no_matching_access_mode(
 fn no_claim_property_sets(class: &ClassFacts, fields: &RequestFields, facts: &Facts) -> Finding {
     Finding::blocking(
         "NoClaimPropertySets",
-        &fields.storage_class,
+        fields.storage_class.clone(),
         format!(
             "{} requests no access modes and the StorageProfile {} has no claimPropertySets (unrecognized provisioner {}); CDI fails with \"no accessMode specified in StorageProfile {}\" and the disk is never created",
             fields.volume, class.name, class.provisioner, class.name
@@ -372,7 +374,7 @@ fn explicit_class<'f>(
         // §S3: "" only matches pre-existing PVs; invalid for dynamic provisioning.
         findings.push(Finding::blocking(
             "EmptyStorageClassName",
-            &fields.storage_class,
+            fields.storage_class.clone(),
             format!("{vol} sets an empty storage class name, which only binds pre-existing PersistentVolumes; CDI cannot provision the disk"),
             format!("remove {} to use the default class, or set it to an RWX-capable class", in_fix(&fields.storage_class, "storageClassName")),
         ));
@@ -391,7 +393,7 @@ fn explicit_class<'f>(
         None => {
             findings.push(Finding::blocking(
                 "StorageClassNotFound",
-                &fields.storage_class,
+                fields.storage_class.clone(),
                 format!("{vol} uses StorageClass {name}, which does not exist on the infrastructure cluster; the disk cannot be provisioned"),
                 rwx_fix(fields, facts),
             ));
@@ -428,7 +430,7 @@ fn default_class<'f>(
             // §S3 rule 5: only a matching pre-existing PV could bind.
             findings.push(Finding::undecided(
                 "NoDefaultStorageClass",
-                &fields.storage_class,
+                fields.storage_class.clone(),
                 format!("{vol} names no storage class and the infrastructure cluster has no default class; only a matching pre-existing PersistentVolume could bind"),
                 rwx_fix(fields, facts),
             ));
@@ -437,7 +439,7 @@ fn default_class<'f>(
         None => {
             findings.push(Finding::blocking(
                 "NoDefaultStorageClass",
-                &fields.storage_class,
+                fields.storage_class.clone(),
                 format!(
                     "{vol} names no storage class and no class is annotated {}=true or {}=true; CDI fails with ErrStorageClassNotFound and the disk is never created",
                     DefaultKind::Virt.annotation(),
@@ -450,14 +452,19 @@ fn default_class<'f>(
     }
 }
 
-fn not_shared(fields: &RequestFields, facts: &Facts, message: String, field: &str) -> Finding {
-    Finding::error(DISKS_NOT_LIVE_MIGRATABLE, field, message, rwx_fix(fields, facts))
+fn not_shared(fields: &RequestFields, facts: &Facts, message: String, field: &Text) -> Finding {
+    Finding::error(
+        DISKS_NOT_LIVE_MIGRATABLE,
+        field.clone(),
+        message,
+        rwx_fix(fields, facts),
+    )
 }
 
 fn unknown_capabilities(class: &ClassFacts, via: &str, fields: &RequestFields, facts: &Facts) -> Finding {
     Finding::undecided(
         "UnknownProvisioner",
-        &fields.storage_class,
+        fields.storage_class.clone(),
         format!(
             "{} lands on {via} with provisioner {}, which has no StorageProfile claim property sets and is not in CDI's capability table; whether it offers ReadWriteMany is unknown",
             fields.volume, class.provisioner
@@ -477,36 +484,58 @@ fn no_facts(facts: &Facts, fields: &RequestFields, question: String) -> Finding 
         .unwrap_or_else(|| "no StorageClasses of the infrastructure cluster are known".to_owned());
     Finding::undecided(
         "StorageFactsMissing",
-        &fields.storage_class,
+        fields.storage_class.clone(),
         format!("{why}, so {question} cannot be decided for {}", fields.volume),
-        "supply the infrastructure cluster's StorageClasses and StorageProfiles (`--facts`), or run against the cluster".into(),
+        "supply the infrastructure cluster's StorageClasses and StorageProfiles (`--facts`), or run against the cluster",
     )
 }
 
 /// A fix that names an RWX-capable class from the facts when one exists.
 pub fn rwx_fix(fields: &RequestFields, facts: &Facts) -> String {
-    let target = match facts.rwx_suggestions() {
-        [] => "an RWX-capable class (e.g. Ceph RBD, CephFS, NFS)".to_owned(),
-        many => format!("an RWX-capable class such as {}", many.join(" or ")),
-    };
-    format!(
-        "set {} to {target} and drop {} (or set [ReadWriteMany])",
-        in_fix(&fields.storage_class, "storageClassName"),
-        in_fix(&fields.access_modes, "accessModes")
-    )
+    let mut fix = String::with_capacity(160);
+    fix.push_str("set ");
+    push_in_fix(&mut fix, &fields.storage_class, "storageClassName");
+    match facts.rwx_suggestions() {
+        None => fix.push_str(" to an RWX-capable class (e.g. Ceph RBD, CephFS, NFS)"),
+        Some(classes) => {
+            fix.push_str(" to an RWX-capable class such as ");
+            fix.push_str(classes);
+        }
+    }
+    fix.push_str(" and drop ");
+    push_in_fix(&mut fix, &fields.access_modes, "accessModes");
+    fix.push_str(" (or set [ReadWriteMany])");
+    fix
 }
 
 /// How a fix names a field: relative to `spec.platform.kubevirt` for NodePool fields (the
 /// finding's `field` has the full path), or the patch's own field for JSON-patched ones.
 pub fn in_fix(field: &str, patched_leaf: &str) -> String {
+    let mut out = String::new();
+    push_in_fix(&mut out, field, patched_leaf);
+    out
+}
+
+/// [`in_fix`], appended to `out`.
+fn push_in_fix(out: &mut String, field: &str, patched_leaf: &str) {
     match field.strip_prefix("spec.platform.kubevirt.") {
-        Some(rel) => rel.to_owned(),
-        None => format!("{patched_leaf} in the JSON patch"),
+        Some(rel) => out.push_str(rel),
+        None => {
+            out.push_str(patched_leaf);
+            out.push_str(" in the JSON patch");
+        }
     }
 }
 
 pub fn join(modes: &[AccessMode]) -> String {
-    modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+    let mut out = String::new();
+    for (i, m) in modes.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(m.as_str());
+    }
+    out
 }
 
 pub fn join_sets(sets: &[ClaimPropertySet]) -> String {

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use crate::resources::nodepool::KubevirtNodePoolPlatform;
 use crate::resources::{AccessMode, VolumeMode};
 
+use super::report::Text;
+
 /// VMI annotation that makes bridge binding on the pod network migratable (docs/rules.md §N1).
 pub const ALLOW_POD_BRIDGE_MIGRATION: &str = "kubevirt.io/allow-pod-bridge-network-live-migration";
 /// Name of the root disk, its volume and its DataVolume template (docs/rules.md §R2).
@@ -51,7 +53,7 @@ pub struct DataVolumeTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct NameMeta {
     #[serde(default)]
-    pub name: String,
+    pub name: Text,
 }
 
 /// `DataVolumeSpec`: the CDI `storage` API (what HyperShift uses) or the older `pvc` API.
@@ -142,11 +144,18 @@ pub struct LaunchSecurity {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Disk {
     #[serde(default)]
-    pub name: String,
+    pub name: Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk: Option<Value>,
+    pub disk: Option<DiskTarget>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lun: Option<Lun>,
+}
+
+/// `disk: {bus}` (Go `DiskTarget`; its other fields are not read).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DiskTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<Text>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -189,7 +198,7 @@ pub struct Cpu {
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
     #[serde(default)]
-    pub name: String,
+    pub name: Text,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bridge: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,18 +225,26 @@ pub struct PluginBinding {
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     #[serde(default)]
-    pub name: String,
+    pub name: Text,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub multus: Option<Value>,
+    pub multus: Option<Multus>,
+}
+
+/// `multus: {networkName}` (Go `MultusNetwork`; `default` is not read).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Multus {
+    #[serde(default)]
+    pub network_name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Volume {
     #[serde(default)]
-    pub name: String,
+    pub name: Text,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_volume: Option<NameMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,7 +304,9 @@ impl VmTemplate {
         let vmi = &mut self.spec.template;
         vmi.spec.domain.devices.disks.push(Disk {
             name: ROOT_DISK.into(),
-            disk: Some(json!({"bus": "virtio"})),
+            disk: Some(DiskTarget {
+                bus: Some("virtio".into()),
+            }),
             lun: None,
         });
         vmi.spec.volumes.push(Volume {
@@ -319,7 +338,7 @@ impl VmTemplate {
             });
         }
         for (i, net) in platform.additional_networks().iter().enumerate() {
-            let name = format!("iface{}_{}", i + 1, net.name.replace('/', "-"));
+            let name: Text = format!("iface{}_{}", i + 1, net.name.replace('/', "-")).into();
             vmi.spec.domain.devices.interfaces.push(Interface {
                 name: name.clone(),
                 bridge: Some(json!({})),
@@ -328,7 +347,9 @@ impl VmTemplate {
             vmi.spec.networks.push(Network {
                 name,
                 pod: None,
-                multus: Some(json!({"networkName": net.name})),
+                multus: Some(Multus {
+                    network_name: net.name.clone(),
+                }),
             });
         }
     }

@@ -141,7 +141,8 @@ pub struct Facts {
     kubevirt_config: Option<KubeVirtConfig>,
     hosted_clusters: HashMap<(String, String), Arc<HostedCluster>>,
     infra: HashMap<(String, String), InfraFacts>,
-    rwx_suggestions: Vec<String>,
+    /// `a or b or c`, empty without any.
+    rwx_suggestions: String,
     unavailable: Option<String>,
 }
 
@@ -218,9 +219,10 @@ impl Facts {
     }
 
     /// Up to three classes whose first claim property set has ReadWriteMany (what a volume
-    /// that requests nothing gets), for fix suggestions; sorted by name.
-    pub fn rwx_suggestions(&self) -> &[String] {
-        &self.rwx_suggestions
+    /// that requests nothing gets), for fix suggestions: sorted by name, joined with ` or `
+    /// (built once with the facts, used by every fix).
+    pub fn rwx_suggestions(&self) -> Option<&str> {
+        Some(self.rwx_suggestions.as_str()).filter(|s| !s.is_empty())
     }
 
     /// A copy marked unusable: rules that need facts answer `Unknown` with `reason`
@@ -423,6 +425,7 @@ impl FactsBuilder {
             .collect();
         rwx_suggestions.sort();
         rwx_suggestions.truncate(3);
+        let rwx_suggestions = rwx_suggestions.join(" or ");
         // Several KubeVirt CRs should not happen; take the lowest version (the conservative one).
         let kubevirt_version = self
             .kubevirt_versions
