@@ -63,7 +63,9 @@ pub fn machines_condition(groups: &[MachineGroup]) -> Option<Condition> {
     reasons.sort_unstable();
     reasons.dedup();
 
-    let mut message = String::with_capacity(MAX_MESSAGE_LENGTH.min(64 + 256 * not_migratable as usize));
+    let lines = usize::try_from(not_migratable).unwrap_or(usize::MAX);
+    let mut message =
+        String::with_capacity(MAX_MESSAGE_LENGTH.min(lines.saturating_mul(256).saturating_add(64)));
     // Writing into a String cannot fail.
     let _ = writeln!(
         message,

@@ -211,9 +211,9 @@ fn render_and_patch(
         root: RequestFields {
             volume: "the root volume".into(),
             dv_name: vm::ROOT_DISK.into(),
-            access_modes: concat!("spec.platform.kubevirt.rootVolume.persistent", ".accessModes").into(),
-            storage_class: concat!("spec.platform.kubevirt.rootVolume.persistent", ".storageClass").into(),
-            volume_mode: concat!("spec.platform.kubevirt.rootVolume.persistent", ".volumeMode").into(),
+            access_modes: "spec.platform.kubevirt.rootVolume.persistent.accessModes".into(),
+            storage_class: "spec.platform.kubevirt.rootVolume.persistent.storageClass".into(),
+            volume_mode: "spec.platform.kubevirt.rootVolume.persistent.volumeMode".into(),
         },
         patched_volumes: NP_PATCH_FIELD.into(),
         host_devices: "spec.platform.kubevirt.hostDevices".into(),
@@ -348,5 +348,30 @@ fn predicted_condition(
             undecided(findings)
         ))),
         Verdict::NotApplicable => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths_spell_the_constants_they_repeat() {
+        assert_eq!(
+            NP_PATCH_FIELD,
+            format!("metadata.annotations[{VM_JSONPATCH_ANNOTATION}]")
+        );
+        let (_, fields) = {
+            let platform = KubevirtNodePoolPlatform::default();
+            let np = NodePool::default();
+            render_and_patch(&np, &platform, None, &mut Vec::new())
+        };
+        for (path, leaf) in [
+            (&fields.root.access_modes, "accessModes"),
+            (&fields.root.storage_class, "storageClass"),
+            (&fields.root.volume_mode, "volumeMode"),
+        ] {
+            assert_eq!(path.as_ref(), format!("{PERSISTENT}.{leaf}"));
+        }
     }
 }
