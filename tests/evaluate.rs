@@ -1856,6 +1856,32 @@ fn json_patches_see_the_rendered_template_and_decode_like_go() {
         "no machine template, no VMs: {:#?}",
         r.condition
     );
+    // ... decoded once, at the end: a document the HostedCluster's patch left undecodable
+    // (a string where HyperShift's struct has a list) is fine once the NodePool's patch
+    // repairs it ...
+    let r = eval_with_hc_patch(
+        json!([{"op": "replace", "path": "/spec/template/spec/domain/devices/interfaces", "value": "none"}]),
+        json!([{"op": "replace", "path": "/spec/template/spec/domain/devices/interfaces", "value": [{"name": "default", "bridge": {}}]}]),
+    );
+    assert_eq!(r.verdict, Verdict::Migratable, "{:#?}", r.findings);
+    // ... and fails when nothing repairs it, named on the patch that left it so
+    let r = eval_with_hc_patch(
+        json!([{"op": "replace", "path": "/spec/template/spec/domain/devices/interfaces", "value": "none"}]),
+        json!([{"op": "test", "path": "/spec/runStrategy", "value": "Always"}]),
+    );
+    let invalid: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.reason == "InvalidKubevirtVMJSONPatch")
+        .map(|f| f.field.as_ref())
+        .collect();
+    assert_eq!(invalid.len(), 1, "{:#?}", r.findings);
+    assert!(invalid[0].starts_with("HostedCluster "), "{invalid:?}");
+    assert!(
+        r.condition.is_none(),
+        "no machine template, no VMs: {:#?}",
+        r.condition
+    );
     // ... and what it added outside the modelled fields is there for the NodePool's patch
     let r = eval_with_hc_patch(
         json!([{"op": "add", "path": "/spec/template/spec/domain/devices/autoattachSerialConsole", "value": false}]),

@@ -255,14 +255,26 @@ fn render_and_patch(
         }
     };
     let mut current = tpl;
+    // The first patch after which the document did not decode, while no later one repaired it.
+    let mut undecodable: Option<(String, vm::PatchError)> = None;
     for (value, field) in [hc_patch, np_patch].into_iter().flatten() {
-        match vm::parse_patch(value).and_then(|p| run.apply(&p)) {
+        if let Err(e) = vm::parse_patch(value).and_then(|p| run.apply(&p)) {
+            push_invalid_patch(findings, &field, &e);
+            continue;
+        }
+        match run.decoded() {
             Ok(next) => {
                 attribute_changes(&current, &next, &field, &mut fields);
                 current = next;
+                undecodable = None;
             }
-            Err(e) => push_invalid_patch(findings, &field, &e),
+            Err(e) => {
+                undecodable.get_or_insert((field, e));
+            }
         }
+    }
+    if let Some((field, e)) = undecodable {
+        push_invalid_patch(findings, &field, &e);
     }
     (current, fields)
 }

@@ -416,8 +416,9 @@ pub struct RenderContext<'a> {
 /// (the HostedCluster's, then the NodePool's) to that same JSON, the result decoded back
 /// into the rendered template the way Go's `encoding/json` does (docs/rules.md §P1–§P3).
 ///
-/// [`PatchRun::apply`] returns the template as decoded after each patch, so a caller can
-/// tell which patch changed what; a patch that fails leaves the document as it was.
+/// [`PatchRun::apply`] applies one patch (one that fails leaves the document as it was);
+/// [`PatchRun::decoded`] decodes the document so far, so a caller can tell which patch
+/// changed what. Only the last decode decides (HyperShift decodes once, after both).
 pub struct PatchRun {
     /// The rendered template's JSON: what Go decodes into.
     rendered: Value,
@@ -438,8 +439,8 @@ impl PatchRun {
         })
     }
 
-    /// Applies `patch` to the document and returns the template decoded from the result.
-    pub fn apply(&mut self, patch: &Patch) -> Result<VmTemplate, PatchError> {
+    /// Applies `patch` to the document, or leaves the document as it was.
+    pub fn apply(&mut self, patch: &Patch) -> Result<(), PatchError> {
         super::patch_limits::check_patch(patch)?;
         let mut doc = self.doc.clone();
         let mut budget = self.budget;
@@ -453,10 +454,14 @@ impl PatchRun {
                 })
             })?;
         }
-        let template = decode(&self.rendered, &doc)?;
         self.doc = doc;
         self.budget = budget;
-        Ok(template)
+        Ok(())
+    }
+
+    /// The template Go's decoder makes of the document so far.
+    pub fn decoded(&self) -> Result<VmTemplate, PatchError> {
+        decode(&self.rendered, &self.doc)
     }
 }
 
