@@ -32,6 +32,20 @@ async fn validate(body: Bytes) -> Response {
     }
 }
 
+/// The floor: the same server reading the same body but neither parsing it nor building a
+/// response — a constant allowed review (not a valid answer: its uid is fixed). What any
+/// admission server on this stack (TLS, hyper, axum, the kernel's loopback TCP) spends per
+/// request before it does anything with the request.
+async fn floor(body: Bytes) -> Response {
+    const ALLOWED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
+    let status = if body.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], ALLOWED).into_response()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -44,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         RustlsConfig::from_pem(generated.tls_crt.into_bytes(), generated.tls_key.into_bytes()).await?;
     let app = Router::new()
         .route("/validate/nodepools", post(validate))
+        .route("/floor", post(floor))
         .layer(axum::extract::DefaultBodyLimit::max(7 * 1024 * 1024));
     let acceptor = RustlsAcceptor::new(config).acceptor(NoDelayAcceptor::new());
     let server = axum_server::bind(listen).acceptor(acceptor);

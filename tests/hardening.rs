@@ -135,6 +135,56 @@ async fn an_oversized_request_closes_its_connection_cleanly() {
     s.stop().await;
 }
 
+/// While the server drains (SIGTERM, before the listener closes), a kept-alive HTTP/1.1
+/// connection gets its next answer with `Connection: close`, and then the server closes
+/// it: kube-apiserver moves to another replica instead of racing a request against the
+/// listener's close. Before the drain the same connection is kept open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_are_told_to_close_while_draining() {
+    let mut s = TestServer::start_with(Policy::default(), Snapshot::fixed(Facts::none()), |c| {
+        c.shutdown_delay = Duration::from_secs(3);
+    })
+    .await;
+    let good = good_review();
+    let mut conn = raw_tls(&s, b"http/1.1").await;
+    conn.write_all(&request(NP, &good)).await.unwrap();
+    let (head, _) = read_response(&mut conn).await.expect("answered");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        !head.contains("connection: close"),
+        "kept open before the drain: {head}"
+    );
+    s.signal();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !s.health.draining() {
+        assert!(std::time::Instant::now() < deadline, "the server starts draining");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    conn.write_all(&request(NP, &good)).await.unwrap();
+    let (head, body) = read_response(&mut conn).await.expect("served while draining");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.contains("\"allowed\":true"), "{body}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the server closes the connection after that answer: {read:?}"
+    );
+    // a new connection is still served until the delay ends
+    assert_eq!(
+        s.client(false)
+            .post(s.url(NP))
+            .header("Content-Type", "application/json")
+            .body(good)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
 /// A chunked body that grows past the limit, and `Expect: 100-continue` with an oversized
 /// Content-Length (answered at once, before the client sends the body).
 #[tokio::test]

@@ -5,7 +5,10 @@
 //! send it cannot starve real requests.
 //!
 //! Any answer given before the body was read whole says `Connection: close` on HTTP/1:
-//! the server will not read the rest, so a client must not reuse the connection.
+//! the server will not read the rest, so a client must not reuse the connection. So does
+//! every HTTP/1 answer while the server drains: kube-apiserver keeps idle connections, and
+//! moves to other replicas before the listener closes instead of racing a request against
+//! the close (HTTP/2 gets GOAWAY from the graceful shutdown).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +91,23 @@ pub async fn receive(State(limits): State<BodyLimits>, req: Request, next: Next)
         }
     };
     // the permits are held until the answer is ready
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    if http1 && limits.state.health.draining() {
+        return close(resp);
+    }
+    resp
+}
+
+/// The body [`receive`] read into memory, for a handler: one frame, taken without a copy.
+pub async fn received(body: Body) -> Result<Bytes, Response> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => Err(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("cannot read the request body: {e}"),
+        )),
+    }
 }
 
 /// A metric label carried by an error response of [`collect`].
