@@ -23,7 +23,9 @@ kube-apiserver uses for webhooks) at 1 and 64 connections.
 Environment: DURATION (default 10s) per run, ROUNDS (default 3), BODIES (create,mixed),
 CONNECTIONS (1,64);
 BEFORE=PATH adds a fourth server, another build of ours (e.g. the commit before a change),
-run the same way, so a change's effect is measured in the same run too.
+run the same way, so a change's effect is measured in the same run too. FLOOR=1 adds the
+strong baseline's `/floor` route (reads the body, answers a constant: what the TLS, HTTP and
+loopback stack costs per request before any server does anything with it).
 Run with scripts/bench-load.sh; the table also goes to target/bench/load.md.
 """
 import json
@@ -49,7 +51,8 @@ SERVER_CPU, LOAD_CPU = "1", "0"
 TICKS = os.sysconf("SC_CLK_TCK")
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1,64").split(",") if c]
 MAIN = ["ours", "strong", "json"]
-SERVERS = MAIN + (["before"] if os.environ.get("BEFORE") else [])
+SERVERS = MAIN + (["before"] if os.environ.get("BEFORE") else []) + (["floor"] if os.environ.get("FLOOR") else [])
+PATHS = {"floor": "/floor"}
 BODY_LABELS = {
     "create": "CREATE only",
     "mixed": "CREATE and UPDATE alternating",
@@ -105,10 +108,10 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def oha(port: int, ca: Path, bodies: Path, conns: int, duration: str) -> dict:
+def oha(port: int, ca: Path, bodies: Path, conns: int, duration: str, path: str = "/validate/nodepools") -> dict:
     cmd = ["taskset", "-c", LOAD_CPU, str(OHA), "-z", duration, "-c", str(conns), "--no-tui", "--output-format", "json",
            "-m", "POST", "-T", "application/json", "-Z", str(bodies), "--cacert", str(ca), "--http-version", "1.1",
-           "-w", f"https://localhost:{port}/validate/nodepools"]
+           "-w", f"https://localhost:{port}{path}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
@@ -132,10 +135,11 @@ class Server:
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env)
         self.runs: dict = {}
+        self.path = PATHS.get(name, "/validate/nodepools")
 
     def run(self, key: tuple, bodies: Path, conns: int) -> None:
         before = cpu_seconds(self.proc.pid)
-        r = oha(self.port, self.ca, bodies, conns, DURATION)
+        r = oha(self.port, self.ca, bodies, conns, DURATION, self.path)
         cpu = cpu_seconds(self.proc.pid) - before
         codes = r.get("statusCodeDistribution", {})
         total = sum(codes.values())
@@ -185,13 +189,16 @@ def main() -> None:
         specs["before"] = ([os.environ["BEFORE"], "serve", "--listen=127.0.0.1:18444", "--ops-listen=127.0.0.1:18081",
                             f"--facts={facts}", f"--ca-bundle-out={tmp / 'before-ca.crt'}", "--shutdown-delay=0s"],
                            18444, tmp / "before-ca.crt")
+    if os.environ.get("FLOOR"):
+        specs["floor"] = ([str(RELEASE / "examples/baseline_strong"), "127.0.0.1:19445", str(tmp / "floor-ca.crt")], 19445,
+                          tmp / "floor-ca.crt")
     load_start = load_average()
     servers = {name: Server(name, cmd, port, ca, env) for name, (cmd, port, ca) in specs.items()}
     rss = {}
     try:
         for s in servers.values():
             wait_ready(s.port, s.ca, bodies["create"])
-            oha(s.port, s.ca, bodies["mixed"], 8, "2s")  # warm-up
+            oha(s.port, s.ca, bodies["mixed"], 8, "2s", s.path)  # warm-up
         for rnd in range(ROUNDS):
             for body in BODY_SETS:
                 for conns in CONNECTIONS:
@@ -231,6 +238,13 @@ def report(servers: dict, rss: dict, load_start: str, load_end: str) -> None:
             before = f" | {c['before']['rps']:.0f} ({o['rps'] / c['before']['rps']:.2f}×)" if "before" in c else ""
             lines.append(f"| {BODY_LABELS[body]} | {conns} | {o['rps']:.0f} | {s['rps']:.0f} | {j['rps']:.0f} "
                          f"| **{o['rps'] / s['rps']:.2f}×** | {o['rps'] / j['rps']:.2f}× | {lat} | {errs} | {cpu_us}{before} |")
+    if "floor" in SERVERS:
+        lines.append("")
+        for body in BODY_SETS:
+            for conns in CONNECTIONS:
+                f = data[f"{body}/{conns}"]["floor"]
+                lines.append(f"Floor ({BODY_LABELS[body]}, {conns} conns): {f['rps']:.0f} req/s, "
+                             f"{f['cpu_us_per_request']:.1f} µs CPU per request.")
     lines.append("")
     lines.append(f"Peak RSS: ours {rss['ours']:.1f} MiB (1,000 StorageClasses + StorageProfiles loaded), "
                  f"strong {rss['strong']:.1f} MiB, json {rss['json']:.1f} MiB"
