@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -98,15 +98,30 @@ pub async fn receive(State(limits): State<BodyLimits>, req: Request, next: Next)
     resp
 }
 
-/// The body [`receive`] read into memory, for a handler: one frame, taken without a copy.
-pub async fn received(body: Body) -> Result<Bytes, Response> {
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => Err(status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("cannot read the request body: {e}"),
-        )),
+/// A request as [`receive`] let it through, for a handler: its headers and its body, read
+/// into memory (one frame, taken without a copy). Extracting it neither clones the header
+/// map (as axum's `HeaderMap` extractor does) nor applies axum's own body limit: ours ran.
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Received {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        match body.collect().await {
+            Ok(collected) => Ok(Received {
+                headers: parts.headers,
+                body: collected.to_bytes(),
+            }),
+            Err(e) => Err(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("cannot read the request body: {e}"),
+            )),
+        }
     }
 }
 
