@@ -147,6 +147,11 @@ pub fn object_of(yaml: &str) -> Object {
 }
 
 /// A free loopback port (bound and released; the caller binds it next).
+///
+/// Known race (stop 21): between the release and a child process's bind, another process of
+/// the parallel tests can take the port; `serve` then fails with "Address already in use"
+/// (seen once in about 34 runs of the suite, in `e2e_auth`). The fix is for children to bind
+/// `127.0.0.1:0` and report the address they got (`serve` logs `listen = …`), not a retry.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
