@@ -204,7 +204,8 @@ pub struct ServeArgs {
     #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
     /// Where the generated CA bundle is written, once the listeners are bound (default:
-    /// $TMPDIR/live-migration-guard/<--listen port>/ca.crt, one per instance; the path is logged).
+    /// $TMPDIR/live-migration-guard/<port>/ca.crt with the port --listen bound, one per instance;
+    /// the path is logged).
     #[arg(long, value_name = "FILE")]
     pub ca_bundle_out: Option<PathBuf>,
     /// Require client certificates signed by this CA (kube-apiserver's webhook client cert).
@@ -321,20 +322,6 @@ pub struct ServeArgs {
     /// Log format (logs go to stderr; RUST_LOG sets the level, default info).
     #[arg(long, value_enum, default_value = "text", env = "LMG_LOG_FORMAT")]
     pub log_format: LogFormat,
-}
-
-/// The default CA bundle path of an instance listening on `listen`:
-/// `$TMPDIR/live-migration-guard/<port>/ca.crt` (two servers cannot hold one port, so they
-/// never overwrite each other's bundle; with port 0 the process id stands in).
-pub fn default_ca_bundle(listen: std::net::SocketAddr) -> PathBuf {
-    let instance = match listen.port() {
-        0 => format!("pid-{}", std::process::id()),
-        port => port.to_string(),
-    };
-    std::env::temp_dir()
-        .join("live-migration-guard")
-        .join(instance)
-        .join("ca.crt")
 }
 
 const fn live_migration_guard_max_objects() -> usize {
@@ -463,11 +450,10 @@ impl ServeArgs {
             _ => {
                 let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
                 names.extend(self.dns_names.iter().cloned());
-                let ca_out = self
-                    .ca_bundle_out
-                    .clone()
-                    .unwrap_or_else(|| default_ca_bundle(self.listen));
-                TlsSource::Generated { names, ca_out }
+                TlsSource::Generated {
+                    names,
+                    ca_out: self.ca_bundle_out.clone(),
+                }
             }
         };
         Ok(Config {

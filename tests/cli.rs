@@ -591,17 +591,19 @@ impl Serve {
 #[test]
 fn serve_ca_bundle_per_instance_second_ctrl_c_and_no_facts_warning() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let listen = format!("--listen=127.0.0.1:{port}");
-    let a = Serve::start(&[&listen, "--ops-listen=127.0.0.1:0"], tmp.path());
+    // Port 0: the kernel picks a free port as the server binds it (a port found free first
+    // could be taken by a parallel test before the server bound it).
+    let a = Serve::start(&["--listen=127.0.0.1:0", "--ops-listen=127.0.0.1:0"], tmp.path());
     let log = a.wait_for("serving admission");
+    let port = common::bound(&log).expect("bound addresses logged").listen.port();
+    let listen = format!("--listen=127.0.0.1:{port}");
     // (5) no facts, no cluster: said once
     let warned = log
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("storage verdicts will be Unknown"))
         .count();
     assert_eq!(warned, 1, "{log}");
-    // (2) the default bundle is per instance (the port is in its path) and logged
+    // (2) the default bundle is per instance (the bound port is in its path) and logged
     let bundle = tmp
         .path()
         .join("live-migration-guard")
@@ -1085,7 +1087,8 @@ fn admission_simulation_flags() {
 #[test]
 fn unreachable_api_server_is_one_error_line() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
+    // Bound, not listening, for the whole test: refused, and no other process can take it.
+    let (_closed, port) = common::closed_port();
     let kubeconfig = write(
         dir.path(),
         "kubeconfig",

@@ -63,12 +63,10 @@ impl Webhook {
     fn spawn(k: &Cluster, token: &Token, extra: &[&str], name: &str, files_ca: Option<&str>) -> Webhook {
         let dir = k.dir().join(format!("webhook-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let listen: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
-        let ops: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
         let ca_out = dir.join("ca.crt");
         let log = dir.join("serve.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut shell = Command::new("sh")
+        let mut shell = common::serve_log_env(&mut Command::new("sh"))
             .arg("-c")
             .arg(r#""$@" </dev/null & child=$!; read -r _ || true; kill -TERM "$child" 2>/dev/null; wait "$child""#)
             .arg("sh")
@@ -76,8 +74,7 @@ impl Webhook {
             .arg("serve")
             .args(["--cluster", "on", "--kubeconfig"])
             .arg(k.kubeconfig_for(token))
-            .args(["--listen", &listen.to_string()])
-            .args(["--ops-listen", &ops.to_string()])
+            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
             .args(if files_ca.is_none() {
                 vec!["--ca-bundle-out".to_owned(), ca_out.display().to_string()]
             } else {
@@ -91,27 +88,13 @@ impl Webhook {
             .spawn()
             .expect("sh runs");
         let stdin = shell.stdin.take();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ca_pem = loop {
-            if let Some(pem) = files_ca {
-                // Up once the ops port answers (it opens after the TLS listener is bound).
-                if http_get(ops, "/healthz").is_some() {
-                    break pem.to_owned();
-                }
-            } else if let Ok(pem) = std::fs::read_to_string(&ca_out)
-                && pem.contains("END CERTIFICATE")
-            {
-                break pem;
-            }
-            if let Ok(Some(st)) = shell.try_wait() {
-                panic!("serve exited ({st}):\n{}", kube::tail(&log, 40));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve wrote no CA bundle within 30 s:\n{}",
-                kube::tail(&log, 40)
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // Up once it logs the addresses it bound (the generated CA bundle is written before).
+        let bound = common::wait_bound(&log, Duration::from_secs(30), || shell.try_wait().ok().flatten())
+            .unwrap_or_else(|e| panic!("{e}:\n{}", kube::tail(&log, 40)));
+        let (listen, ops) = (bound.listen, bound.ops);
+        let ca_pem = match files_ca {
+            Some(pem) => pem.to_owned(),
+            None => std::fs::read_to_string(&ca_out).expect("the generated CA bundle"),
         };
         Webhook {
             listen,
@@ -1315,7 +1298,8 @@ fn a_webhook_that_is_down_fails_open_with_ignore_and_closed_with_fail() {
     namespace(k, ns, None);
     k.kubectl(&["label", "namespace", ns, "e2e-down=true"], None)
         .expect_ok("label");
-    let port = common::free_port();
+    // Held (bound, not listening) for the whole test: refused, and no other process can take it.
+    let (_closed, port) = common::closed_port();
     let config = |policy: &str| {
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",

@@ -207,14 +207,13 @@ impl Webhook {
     /// else `--cluster off` (facts from no file).
     fn start(dir: &Path, cluster: Option<(&Cluster, &Token)>, extra: &[&str]) -> Webhook {
         std::fs::create_dir_all(dir).unwrap();
-        let port = |_| -> SocketAddr { ([127, 0, 0, 1], common::free_port()).into() };
-        let (listen, side, ops) = (port(0), port(1), port(2));
         let ca_out = dir.join("ca.crt");
         let _ = std::fs::remove_file(&ca_out);
         let log = dir.join("serve.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new("sh");
-        cmd.arg("-c")
+        common::serve_log_env(&mut cmd)
+            .arg("-c")
             .arg(r#""$@" </dev/null & child=$!; read -r _ || true; kill -TERM "$child" 2>/dev/null; wait "$child""#)
             .arg("sh")
             .arg(env!("CARGO_BIN_EXE_live-migration-guard"))
@@ -229,9 +228,8 @@ impl Webhook {
             }
         }
         let mut shell = cmd
-            .args(["--listen", &listen.to_string()])
-            .args(["--evaluate-listen", &side.to_string()])
-            .args(["--ops-listen", &ops.to_string()])
+            .args(["--listen", "127.0.0.1:0", "--evaluate-listen", "127.0.0.1:0"])
+            .args(["--ops-listen", "127.0.0.1:0"])
             .arg("--ca-bundle-out")
             .arg(&ca_out)
             .args(["--shutdown-delay", "0s", "--shutdown-timeout", "2s"])
@@ -243,31 +241,18 @@ impl Webhook {
             .spawn()
             .expect("sh runs");
         let stdin = shell.stdin.take();
-        let deadline = Instant::now() + START_WAIT;
-        let ca_pem = loop {
-            if let Ok(pem) = std::fs::read_to_string(&ca_out)
-                && pem.contains("END CERTIFICATE")
-            {
-                break pem;
-            }
-            if let Ok(Some(st)) = shell.try_wait() {
-                panic!("serve exited ({st}):\n{}", kube::tail(&log, 40));
-            }
-            if Instant::now() >= deadline {
+        // Up once it logs the addresses it bound (the CA bundle is written before).
+        let bound =
+            common::wait_bound(&log, START_WAIT, || shell.try_wait().ok().flatten()).unwrap_or_else(|e| {
                 // Kept for a look: the cluster's folder goes with a failed set-up.
                 let kept = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-auth-failed-serve.log");
                 let _ = std::fs::copy(&log, &kept);
-                panic!(
-                    "serve wrote no CA bundle within {START_WAIT:?} (log kept in {}):\n{}",
-                    kept.display(),
-                    kube::tail(&log, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+                panic!("{e} (log kept in {}):\n{}", kept.display(), kube::tail(&log, 40))
+            });
+        let ca_pem = std::fs::read_to_string(&ca_out).expect("the generated CA bundle");
         let w = Webhook {
-            side,
-            ops,
+            side: bound.side.expect("--evaluate-listen's address logged"),
+            ops: bound.ops,
             ca_pem,
             log,
             shell: Mutex::new(shell),

@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -881,20 +881,17 @@ impl Webhook {
     fn start(k: &Cluster) -> Webhook {
         let dir = k.dir().join("webhook-cli");
         std::fs::create_dir_all(&dir).unwrap();
-        let listen: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
-        let ops: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
         let ca_out = dir.join("ca.crt");
         let log = dir.join("serve.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut shell = Command::new("sh")
+        let mut shell = common::serve_log_env(&mut Command::new("sh"))
             .arg("-c")
             .arg(r#""$@" </dev/null & child=$!; read -r _ || true; kill -TERM "$child" 2>/dev/null; wait "$child""#)
             .arg("sh")
             .arg(env!("CARGO_BIN_EXE_live-migration-guard"))
             .args(["serve", "--cluster", "on", "--mode", "deny", "--kubeconfig"])
             .arg(k.kubeconfig())
-            .args(["--listen", &listen.to_string()])
-            .args(["--ops-listen", &ops.to_string()])
+            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
             .arg("--ca-bundle-out")
             .arg(&ca_out)
             .args(["--shutdown-delay", "0s", "--shutdown-timeout", "2s"])
@@ -909,6 +906,11 @@ impl Webhook {
             stdin: Mutex::new(stdin),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
+        // The addresses it bound, from its log.
+        let common::Bound { listen, ops, .. } = common::wait_bound(&log, Duration::from_secs(60), || {
+            webhook.shell.lock().unwrap().try_wait().ok().flatten()
+        })
+        .unwrap_or_else(|e| panic!("{e}:\n{}", kube::tail(&log, 40)));
         let ready = || -> bool {
             let Ok(mut s) = TcpStream::connect_timeout(&ops, Duration::from_secs(1)) else {
                 return false;

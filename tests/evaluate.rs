@@ -2233,6 +2233,75 @@ mod siblings {
         assert!(!reasons(report(&reports, "elsewhere")).contains(&AGGREGATED));
     }
 
+    /// Many siblings: each finding names ten and counts the rest, and an `Unknown` condition
+    /// names ten undecided NodePools and counts the rest — listing all would make a
+    /// HostedCluster's reports grow with the square of its NodePools (the audit of 1,000
+    /// NodePools held ~350 MiB).
+    #[test]
+    fn many_siblings_are_counted_not_all_listed() {
+        let nfs = storage_class("nfs", "example.com/unknown-driver", &[], None);
+        let mut inputs = load::parse_bytes(
+            fixture_text("hostedcluster-kubevirt-minimal.yaml").as_bytes(),
+            "hc",
+        )
+        .expect("hc");
+        for i in 0..300 {
+            let np = if i % 2 == 0 {
+                rwx(&format!("pool-{i:03}"), 1)
+            } else {
+                cluster_nodepool(
+                    minimal(),
+                    &format!("pool-{i:03}"),
+                    1,
+                    &[(&format!("{PERSISTENT}/storageClass"), json!("nfs"))],
+                )
+            };
+            inputs.extend(load::parse_bytes(np.as_bytes(), "np").expect("np"));
+        }
+        let reports = evaluate_all(&inputs, &cluster_facts(&[nfs])).0.reports;
+        let r = report(&reports, "pool-000");
+        let f = finding(r, AGGREGATED);
+        assert!(
+            f.message.contains(
+                "pool-001 (1 machine(s), cannot be predicted), pool-002 (1 machine(s), live migratable)"
+            ),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("pool-010 (") && !f.message.contains("pool-011 ("),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains(", and 289 more sibling NodePool(s)."),
+            "{}",
+            f.message
+        );
+        // bounded whatever the count: ten siblings and the condition's first line
+        assert!(f.message.len() < 4_000, "{} bytes", f.message.len());
+        let c = r.condition.as_ref().expect("condition");
+        assert_eq!(c.status, "Unknown");
+        assert!(
+            c.message.starts_with("cannot be predicted: NodePool pool-001: "),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("NodePool pool-019: ") && !c.message.contains("NodePool pool-021: "));
+        assert!(
+            c.message.ends_with("; and 140 more undecided NodePool(s)"),
+            "{}",
+            c.message
+        );
+        // every report still has its own finding and the shared condition
+        assert!(
+            reports
+                .iter()
+                .filter(|r| r.kind == "NodePool")
+                .all(|r| reasons(r).contains(&AGGREGATED))
+        );
+    }
+
     // The audit sees every cached NodePool: same aggregation.
     #[test]
     fn audit_aggregates_cached_siblings() {

@@ -227,6 +227,82 @@ async fn oversized_chunked_and_expect_continue_bodies_get_413_and_close() {
     s.stop().await;
 }
 
+/// The side listener checks the caller before it reads a body: a client without the token
+/// that announces 1 MiB and sends nothing is refused at once (not after the 10 s body
+/// timeout, as when the body was read first), with `Connection: close`; one that sends its
+/// whole body is refused once the body is read, and keeps its connection for the next
+/// request; one waiting for `100 Continue` is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_side_listener_refuses_a_caller_before_reading_its_body() {
+    let s = TestServer::start_with(Policy::default(), Snapshot::fixed(Facts::none()), |c| {
+        c.limits.body_timeout = Duration::from_secs(10);
+        c.side = Some(live_migration_guard::server::SideListener {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            auth: live_migration_guard::server::auth::SideAuth::Token(Arc::new(
+                live_migration_guard::server::auth::StaticToken::fixed("s3cret", Default::default()),
+            )),
+            client_auth: Default::default(),
+        });
+    })
+    .await;
+    let side = s.side.expect("side listener");
+    let head = |len: usize, extra: &str| {
+        format!(
+            "POST {EVAL} HTTP/1.1\r\nHost: a\r\nContent-Type: application/yaml\r\nContent-Length: {len}\r\n{extra}\r\n"
+        )
+    };
+    const MIB: usize = 1024 * 1024;
+
+    // announced, never sent
+    let mut conn = raw_tls_to(&s.ca_pem, side, b"http/1.1").await;
+    let started = Instant::now();
+    conn.write_all(head(MIB, "").as_bytes()).await.unwrap();
+    let (answer, body) = read_response(&mut conn).await.expect("answered");
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // sent whole with a wrong token: refused once read, and the connection serves the next
+    let mut conn = raw_tls_to(&s.ca_pem, side, b"http/1.1").await;
+    let padding = format!("# {}\n", "x".repeat(MIB - 3));
+    conn.write_all(head(padding.len(), "Authorization: Bearer guess\r\n").as_bytes())
+        .await
+        .unwrap();
+    conn.write_all(padding.as_bytes()).await.unwrap();
+    let (answer, _) = read_response(&mut conn).await.expect("answered");
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+    let np = fixture_text("nodepool-kubevirt-rwo-root-volume.yaml");
+    conn.write_all(head(np.len(), "Authorization: Bearer s3cret\r\n").as_bytes())
+        .await
+        .unwrap();
+    conn.write_all(np.as_bytes()).await.unwrap();
+    let (answer, body) = read_response(&mut conn)
+        .await
+        .expect("the next request is served");
+    assert!(answer.starts_with("http/1.1 200"), "{answer}\n{body}");
+    assert!(body.contains("rootVolume"), "{body}");
+
+    // waiting for 100 Continue: nothing was sent, answered at once
+    let mut conn = raw_tls_to(&s.ca_pem, side, b"http/1.1").await;
+    let started = Instant::now();
+    conn.write_all(head(MIB, "Expect: 100-continue\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (answer, _) = read_response(&mut conn).await.expect("answered");
+    assert!(
+        answer.starts_with("http/1.1 401") && answer.contains("connection: close"),
+        "no 100 Continue first: {answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    s.stop().await;
+}
+
 /// RFC 9112 framing: exactly one Host on HTTP/1.1; no transfer coding but chunked.
 #[tokio::test]
 async fn framing_errors_get_status_bodies() {

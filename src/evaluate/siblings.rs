@@ -12,6 +12,11 @@ use super::report::{Condition, Finding, Report};
 
 pub const AGGREGATED: &str = "ConditionAggregatesSiblingNodePools";
 
+/// Siblings named in each NodePool's finding, and undecided NodePools named in an `Unknown`
+/// condition; the rest are counted. Listing all would make a HostedCluster's reports grow
+/// with the square of its NodePools (1,000 NodePools: ~60 MB of findings in the audit).
+pub const LISTED: usize = 10;
+
 /// What one NodePool's machines will report once they exist.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machines {
@@ -49,11 +54,11 @@ impl Machines {
 /// The condition every KubeVirt NodePool in `members` (all of one HostedCluster) shows:
 /// `None` without machines, `Unknown` when a member with machines is undecided.
 pub fn shared_condition(members: &[(&str, &Machines)]) -> Option<Condition> {
-    let undecided: Vec<String> = members
+    let undecided: Vec<(&str, &str)> = members
         .iter()
         .filter(|(_, m)| m.count > 0)
         .filter_map(|(name, m)| match &m.state {
-            MachineState::Undecided(why) => Some(format!("NodePool {name}: {why}")),
+            MachineState::Undecided(why) => Some((*name, why.as_str())),
             _ => None,
         })
         .collect();
@@ -72,9 +77,15 @@ pub fn shared_condition(members: &[(&str, &Machines)]) -> Option<Condition> {
     if undecided.is_empty() {
         Some(predicted)
     } else {
+        let listed: Vec<String> = undecided
+            .iter()
+            .take(LISTED)
+            .map(|(name, why)| format!("NodePool {name}: {why}"))
+            .collect();
         Some(Condition::unknown(format!(
-            "cannot be predicted: {}",
-            undecided.join("; ")
+            "cannot be predicted: {}{}",
+            listed.join("; "),
+            more(undecided.len(), "; ", "undecided NodePool(s)")
         )))
     }
 }
@@ -95,15 +106,25 @@ pub fn aggregate(group: &mut [(&mut Report, Machines)], namespace: &str, cluster
     let refs: Vec<(&str, &Machines)> = members.iter().map(|(n, m)| (n.as_str(), m)).collect();
     let shared = shared_condition(&refs);
     for (report, machines) in group.iter_mut().filter(|(_, m)| m.kubevirt) {
-        let siblings: Vec<String> = members
-            .iter()
-            .filter(|(n, _)| *n != report.name)
-            .map(|(n, m)| describe(n, m))
-            .collect();
+        let others = members.iter().filter(|(n, _)| *n != report.name);
+        let listed: Vec<String> = others.clone().take(LISTED).map(|(n, m)| describe(n, m)).collect();
+        let siblings = format!(
+            "{}{}",
+            listed.join(", "),
+            more(others.count(), ", ", "sibling NodePool(s)")
+        );
         report
             .findings
             .push(finding(namespace, cluster, &siblings, machines, shared.as_ref()));
         report.condition = shared.clone();
+    }
+}
+
+/// `<sep>and N more <what>` for the part of `total` beyond [`LISTED`], else nothing.
+fn more(total: usize, sep: &str, what: &str) -> String {
+    match total.saturating_sub(LISTED) {
+        0 => String::new(),
+        n => format!("{sep}and {n} more {what}"),
     }
 }
 
@@ -121,7 +142,7 @@ fn describe(name: &str, m: &Machines) -> String {
 fn finding(
     namespace: &str,
     cluster: &str,
-    siblings: &[String],
+    siblings: &str,
     own: &Machines,
     shared: Option<&Condition>,
 ) -> Finding {
@@ -138,8 +159,7 @@ fn finding(
         "spec.clusterName",
         format!(
             "HyperShift aggregates all KubevirtMachines of the hosted control plane namespace {control_plane} into every NodePool's KubeVirtNodesLiveMigratable condition, so this NodePool ({} machine(s) of its own) will show {shows}; sibling NodePool(s) of HostedCluster {namespace}/{cluster}: {}. The verdict is about this NodePool's own VMs",
-            own.count,
-            siblings.join(", ")
+            own.count, siblings
         ),
         "none needed for this NodePool; to clear lines about other machines, fix the sibling NodePools' findings",
     )

@@ -718,49 +718,88 @@ fn decided(metrics: &Metrics, endpoint: &'static str, result: &'static str) {
         .inc();
 }
 
-/// The side listener's middleware (on its routes only; 404s need no token).
-pub async fn side(
-    State((auth, metrics)): State<(SideAuth, Arc<Metrics>)>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// What the side listener's gate ([`side`]) needs.
+#[derive(Clone)]
+pub struct SideGate {
+    pub auth: SideAuth,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<super::state::Health>,
+    /// Kubernetes checks (TokenReview, SubjectAccessReview on a cache miss) at once; one
+    /// more is refused with 503 at once.
+    pub checks: Arc<tokio::sync::Semaphore>,
+    /// Each Kubernetes check's deadline (the request timeout).
+    pub timeout: Duration,
+    /// How long a refused caller's body is read at most (the body timeout).
+    pub body_timeout: Duration,
+}
+
+/// The side listener's gate, the outermost layer: the caller is checked before its body is
+/// read, so a client without a valid token cannot make the server receive (and hold) a body
+/// of up to `--max-evaluate-body-bytes`. Paths other than `/v1/evaluate` and `/v1/report`
+/// pass (their 404 needs no token).
+pub async fn side(State(gate): State<SideGate>, mut req: Request, next: Next) -> Response {
     let endpoint = match req.uri().path() {
         EVALUATE_PATH => EVALUATE_PATH,
         REPORT_PATH => REPORT_PATH,
-        _ => "other",
+        _ => return next.run(req).await,
     };
-    let checked: Result<(), AuthError> = match &auth {
+    let checked: Result<(), AuthError> = match &gate.auth {
         SideAuth::None => return next.run(req).await,
         SideAuth::Token(t) => t.check(req.headers()),
-        SideAuth::Kubernetes(k) => match k.authenticate(req.headers()).await {
-            Err(e) => Err(e),
-            Ok(user) if endpoint == REPORT_PATH => {
-                // Filtered by the handler: every authenticated caller gets an answer.
-                req.extensions_mut().insert(Caller {
-                    auth: k.clone(),
-                    user,
-                });
-                Ok(())
-            }
-            Ok(user) => {
+        SideAuth::Kubernetes(k) => {
+            let Ok(_slot) = gate.checks.clone().try_acquire_owned() else {
+                gate.metrics.reject("overload");
+                let resp = status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "server overloaded: too many authentication checks in flight; retry".into(),
+                );
+                return super::body::refuse_unread(req, resp, gate.body_timeout, gate.health.draining())
+                    .await;
+            };
+            let headers = req.headers();
+            let check = async {
+                let user = k.authenticate(headers).await?;
+                if endpoint == REPORT_PATH {
+                    // Filtered by the handler: every authenticated caller gets an answer.
+                    return Ok(Some(user));
+                }
                 let attrs = Attributes::NonResource {
                     path: EVALUATE_PATH,
                     verb: "post",
                 };
                 k.require(&user, &attrs).await.inspect_err(|e| {
                     tracing::info!(user = user.name.as_str(), endpoint, error = %e, "refused");
-                })
+                })?;
+                Ok(None)
+            };
+            match tokio::time::timeout(gate.timeout, check).await {
+                Ok(Ok(caller)) => {
+                    if let Some(user) = caller {
+                        req.extensions_mut().insert(Caller {
+                            auth: k.clone(),
+                            user,
+                        });
+                    }
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(AuthError::Unavailable {
+                    api: "tokenreviews/subjectaccessreviews",
+                    message: format!("no answer within {:?}", gate.timeout),
+                }),
             }
-        },
+        }
     };
     match checked {
         Ok(()) => {
-            decided(&metrics, endpoint, "allowed");
+            decided(&gate.metrics, endpoint, "allowed");
             next.run(req).await
         }
         Err(e) => {
-            decided(&metrics, endpoint, e.result_label());
-            e.into_response()
+            decided(&gate.metrics, endpoint, e.result_label());
+            super::body::refuse_unread(req, e.into_response(), gate.body_timeout, gate.health.draining())
+                .await
         }
     }
 }

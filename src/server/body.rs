@@ -125,6 +125,51 @@ impl<S: Send + Sync> FromRequest<S> for Received {
     }
 }
 
+/// An answer given before the body was read (the side listener refusing a caller): on
+/// HTTP/1 with a body announced, reads and drops what the client goes on sending — until the
+/// body ends, nothing arrives for [`LINGER_IDLE`], `timeout` passes or [`DISCARD_BYTES`]
+/// were read — so closing does not reset the connection under a client still sending, and
+/// a client that announced a body and sends nothing gets its answer at once. The answer says
+/// `Connection: close` unless the whole body was read (or while `draining`). A client waiting
+/// for `100 Continue` has sent nothing and is answered at once, with `Connection: close`.
+pub async fn refuse_unread(req: Request, resp: Response, timeout: Duration, draining: bool) -> Response {
+    if req.version() >= Version::HTTP_2 {
+        return resp;
+    }
+    let announced = content_length(req.headers()).is_some_and(|n| n > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !announced {
+        return if draining { close(resp) } else { resp };
+    }
+    if expects_continue(req.headers()) {
+        return close(resp);
+    }
+    let ended = linger(&mut req.into_body(), timeout).await;
+    if ended && !draining { resp } else { close(resp) }
+}
+
+/// How long [`refuse_unread`] waits for more of a body it drops.
+pub const LINGER_IDLE: Duration = Duration::from_millis(200);
+
+/// Reads and drops a body while it keeps arriving; whether it ended.
+async fn linger(body: &mut Body, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut total = 0usize;
+    loop {
+        let idle = LINGER_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                total += frame.data_ref().map_or(0, Bytes::len);
+                if total > DISCARD_BYTES {
+                    return false;
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
+}
+
 /// A metric label carried by an error response of [`collect`].
 #[derive(Clone, Copy)]
 struct Rejected(&'static str);

@@ -79,13 +79,20 @@ pub fn router(state: AppState, limits: &Limits, routes: Routes) -> Router {
     let side = Router::new()
         .route(EVALUATE_PATH, post(evaluate).layer(axum::Extension(evaluation)))
         .route(REPORT_PATH, get(report));
-    let routes = match routes {
-        Routes::All => admission.merge(side),
-        Routes::Admission => admission,
-        Routes::Side { auth } => side.route_layer(axum::middleware::from_fn_with_state(
-            (auth, state.metrics.clone()),
-            super::auth::side,
-        )),
+    let (routes, gate) = match routes {
+        Routes::All => (admission.merge(side), None),
+        Routes::Admission => (admission, None),
+        Routes::Side { auth } => {
+            let gate = super::auth::SideGate {
+                auth,
+                metrics: state.metrics.clone(),
+                health: state.health.clone(),
+                checks: Arc::new(Semaphore::new(limits.max_in_flight)),
+                timeout: limits.request_timeout,
+                body_timeout: limits.body_timeout,
+            };
+            (side, Some(gate))
+        }
     };
     let receive = super::body::BodyLimits {
         admission_bytes: limits.body_bytes,
@@ -94,12 +101,14 @@ pub fn router(state: AppState, limits: &Limits, routes: Routes) -> Router {
         budget: Arc::new(Semaphore::new(limits.body_budget_bytes)),
         state: state.clone(),
     };
-    // One layer stack, outermost first: body reception (before any slot is taken; it also
-    // marks HTTP/1 answers `Connection: close` while draining), then the in-flight bound and
-    // the deadline around the handler. Applied with a single `Router::layer`: every
+    // One layer stack, outermost first: the side listener's caller check (before any byte of
+    // the body is read), body reception (before any slot is taken; it also marks HTTP/1
+    // answers `Connection: close` while draining), then the in-flight bound and the deadline
+    // around the handler. Applied with a single `Router::layer`: every
     // `Router::layer` call boxes each route once more, and each box is cloned per request
     // (README, Performance: with five such calls, 30 allocations per request were these boxes).
     let stack = ServiceBuilder::new()
+        .option_layer(gate.map(|gate| axum::middleware::from_fn_with_state(gate, super::auth::side)))
         .layer(axum::middleware::from_fn_with_state(
             receive,
             super::body::receive,

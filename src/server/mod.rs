@@ -109,8 +109,22 @@ pub enum TlsSource {
         key: PathBuf,
         reload_interval: Duration,
     },
-    /// Generated at start for `names`; the CA bundle is written to `ca_out`.
-    Generated { names: Vec<String>, ca_out: PathBuf },
+    /// Generated at start for `names`; the CA bundle is written to `ca_out`, by default to
+    /// [`default_ca_bundle`] of the port the admission listener bound.
+    Generated {
+        names: Vec<String>,
+        ca_out: Option<PathBuf>,
+    },
+}
+
+/// The default CA bundle path of an instance whose admission listener holds `port`:
+/// `$TMPDIR/live-migration-guard/<port>/ca.crt`. Two servers cannot hold one port, so they
+/// never overwrite each other's bundle; with `--listen …:0` it is the port the kernel picked.
+pub fn default_ca_bundle(port: u16) -> PathBuf {
+    std::env::temp_dir()
+        .join("live-migration-guard")
+        .join(port.to_string())
+        .join("ca.crt")
 }
 
 /// An optional separate listener for `/v1/evaluate` and `/v1/report`, so they can be
@@ -240,6 +254,19 @@ impl Server {
         let ops_listener = bind(config.ops_listen).await?;
         let ca_bundle = match ca_pending {
             Some((path, pem)) => {
+                let path = match path {
+                    Some(path) => path,
+                    None => default_ca_bundle(
+                        listeners[0]
+                            .listener
+                            .local_addr()
+                            .map_err(|source| ServerError::Bind {
+                                addr: config.listen,
+                                source,
+                            })?
+                            .port(),
+                    ),
+                };
                 write_ca_bundle(&path, &pem)?;
                 Some(path)
             }

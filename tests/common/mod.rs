@@ -146,17 +146,76 @@ pub fn object_of(yaml: &str) -> Object {
         .object
 }
 
-/// A free loopback port (bound and released; the caller binds it next).
+/// The addresses a `serve` process bound, read from its log.
 ///
-/// Known race (stop 21): between the release and a child process's bind, another process of
-/// the parallel tests can take the port; `serve` then fails with "Address already in use"
-/// (seen once in about 34 runs of the suite, in `e2e_auth`). The fix is for children to bind
-/// `127.0.0.1:0` and report the address they got (`serve` logs `listen = …`), not a retry.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Tests start `serve` with `--listen 127.0.0.1:0` (and the same for `--ops-listen` and
+/// `--evaluate-listen`): the kernel picks the ports as the server binds them, so no other
+/// process of the parallel tests can take one in between, as it could with a port found free
+/// and released before the child bound it (the suite failed on that once in about 34 runs).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub listen: std::net::SocketAddr,
+    pub ops: std::net::SocketAddr,
+    /// `--evaluate-listen`'s address, if the server has a separate listener.
+    pub side: Option<std::net::SocketAddr>,
+}
+
+/// The text log's `serving admission …` line (and the side listener's line before it), once
+/// written: `serve` logs them right after binding its listeners. The child must log as text
+/// at `info` or finer: see [`serve_log_env`].
+pub fn bound(log: &str) -> Option<Bound> {
+    fn field(line: &str, name: &str) -> Option<std::net::SocketAddr> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    }
+    let admission = log.lines().find(|l| l.contains("serving admission on"))?;
+    let side = log
+        .lines()
+        .find(|l| l.contains("on a separate listener"))
+        .and_then(|l| field(l, "listen"));
+    Some(Bound {
+        listen: field(admission, "listen")?,
+        ops: field(admission, "ops")?,
+        side,
+    })
+}
+
+/// Waits until a `serve` child has logged the addresses it bound ([`bound`]) in `log`; `Err`
+/// says why not: `exited` (polled) reported the child's exit, or `within` passed.
+pub fn wait_bound(
+    log: &std::path::Path,
+    within: std::time::Duration,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) -> Result<Bound, String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(found) = std::fs::read_to_string(log).ok().as_deref().and_then(bound) {
+            return Ok(found);
+        }
+        if let Some(status) = exited() {
+            return Err(format!("serve exited ({status})"));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("serve bound no listener within {within:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Environment for a `serve` child whose addresses [`bound`] reads from its log: text logs,
+/// `info` (a test that wants more sets `RUST_LOG` after this).
+pub fn serve_log_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env_remove("LMG_LOG_FORMAT").env("RUST_LOG", "info")
+}
+
+/// A loopback port nothing listens on, held for as long as the guard lives: the socket is
+/// bound but not listening, so connecting to it is refused and no other process can bind it.
+pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
+    let port = socket.local_addr().expect("bound address").port();
+    (socket, port)
 }
 
 /// Standard base64 (for `caBundle` fields).

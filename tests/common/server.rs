@@ -42,7 +42,7 @@ pub fn config(policy: Policy, dir: &std::path::Path) -> Config {
         metrics_auth: None,
         tls: TlsSource::Generated {
             names: vec!["localhost".into(), "127.0.0.1".into(), SERVICE_HOST.into()],
-            ca_out: dir.join("ca.crt"),
+            ca_out: Some(dir.join("ca.crt")),
         },
         min_tls: MinTls::Tls12,
         client_auth: ClientAuth::default(),
@@ -87,7 +87,7 @@ impl TestServer {
         let health = server.health();
         let side = server.side_addr().map(Result::unwrap);
         let ca_pem = match &cfg.tls {
-            TlsSource::Generated { ca_out, .. } => std::fs::read_to_string(ca_out).unwrap(),
+            TlsSource::Generated { ca_out, .. } => std::fs::read_to_string(ca_out.as_ref().unwrap()).unwrap(),
             // with certificate files the test owns the CA and builds its clients itself
             TlsSource::Files { .. } => String::new(),
         };
@@ -274,9 +274,18 @@ pub fn tls_config(ca_pem: &str, identity: Option<(&str, &str)>) -> rustls::Clien
 
 /// A raw TLS connection to the server.
 pub async fn raw_tls(s: &TestServer, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut cfg = tls_config(&s.ca_pem, None);
+    raw_tls_to(&s.ca_pem, s.addr, alpn).await
+}
+
+/// [`raw_tls`] to another listener of the server (`addr`), trusting `ca_pem`.
+pub async fn raw_tls_to(
+    ca_pem: &str,
+    addr: std::net::SocketAddr,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut cfg = tls_config(ca_pem, None);
     cfg.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from(SERVICE_HOST).unwrap(), tcp)
         .await
