@@ -151,7 +151,9 @@ pub async fn refuse_unread(req: Request, resp: Response, timeout: Duration, drai
 /// How long [`refuse_unread`] waits for more of a body it drops.
 pub const LINGER_IDLE: Duration = Duration::from_millis(200);
 
-/// Reads and drops a body while it keeps arriving; whether it ended.
+/// Reads and drops a body while it keeps arriving; whether it ended. Unlike [`discard`] (the
+/// 413 and 400 paths, which read through pauses until the body timeout), it stops at the first
+/// [`LINGER_IDLE`] pause: a caller refused for its credentials is not waited for.
 async fn linger(body: &mut Body, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut total = 0usize;
