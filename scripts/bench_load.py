@@ -26,6 +26,8 @@ BEFORE=PATH adds a fourth server, another build of ours (e.g. the commit before 
 run the same way, so a change's effect is measured in the same run too. FLOOR=1 adds the
 strong baseline's `/floor` route (reads the body, answers a constant: what the TLS, HTTP and
 loopback stack costs per request before any server does anything with it).
+After the table: ours' own histogram of the time inside its admission handler, over the whole
+run, from its /metrics (how much of the latency oha sees is evaluation, how much waiting).
 Run with scripts/bench-load.sh; the table also goes to target/bench/load.md.
 """
 import json
@@ -48,6 +50,7 @@ DURATION = os.environ.get("DURATION", "10s")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 BODY_SETS = [b for b in os.environ.get("BODIES", "create,mixed").split(",") if b]
 SERVER_CPU, LOAD_CPU = "1", "0"
+OURS_OPS_PORT = 18080
 TICKS = os.sysconf("SC_CLK_TCK")
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1,64").split(",") if c]
 MAIN = ["ours", "strong", "json"]
@@ -178,7 +181,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "LMG_LOG_FORMAT")}
     specs = {
         "ours": ([str(RELEASE / "live-migration-guard"), "serve", "--listen=127.0.0.1:18443",
-                  "--ops-listen=127.0.0.1:18080", f"--facts={facts}", f"--ca-bundle-out={tmp / 'ours-ca.crt'}",
+                  f"--ops-listen=127.0.0.1:{OURS_OPS_PORT}", f"--facts={facts}", f"--ca-bundle-out={tmp / 'ours-ca.crt'}",
                   "--shutdown-delay=0s"], 18443, tmp / "ours-ca.crt"),
         "strong": ([str(RELEASE / "examples/baseline_strong"), "127.0.0.1:19444", str(tmp / "strong-ca.crt")], 19444,
                    tmp / "strong-ca.crt"),
@@ -206,13 +209,40 @@ def main() -> None:
                     order = [SERVERS[(i + rnd) % k] for i in range(k)]
                     for name in order:
                         servers[name].run((body, conns), bodies[body], conns)
+        handler = handler_time(OURS_OPS_PORT)
     finally:
         for name, s in servers.items():
             rss[name] = s.stop()
-    report(servers, rss, load_start, load_average())
+    report(servers, rss, load_start, load_average(), handler)
 
 
-def report(servers: dict, rss: dict, load_start: str, load_end: str) -> None:
+def handler_time(ops_port: int) -> dict:
+    """Ours' own histogram of the time inside the admission handler (body in memory → response
+    built: parse, evaluate, render, log), over all runs, from /metrics on the ops port. Set
+    against the end-to-end latency oha sees, it says how much of a request's time is the
+    evaluation and how much is waiting (socket buffers, TLS, HTTP, the run queue)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=10).read().decode()
+    name = "live_migration_guard_admission_duration_seconds"
+    endpoint = 'endpoint="/validate/nodepools"'
+    buckets, total, count = {}, 0.0, 0
+    for line in text.splitlines():
+        if endpoint not in line:
+            continue
+        metric, value = line.rsplit(" ", 1)
+        if metric.startswith(name + "_bucket"):
+            le = metric.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = int(float(value))
+        elif metric.startswith(name + "_sum"):
+            total = float(value)
+        elif metric.startswith(name + "_count"):
+            count = int(float(value))
+    if not count:
+        raise SystemExit(f"no {name} samples on the ops port: is ours serving /validate/nodepools?")
+    return {"count": count, "mean_us": total / count * 1e6,
+            "share_within": {le: n / count for le, n in buckets.items()}}
+
+
+def report(servers: dict, rss: dict, load_start: str, load_end: str, handler: dict) -> None:
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
                          text=True).stdout.strip()
     lines = [
@@ -244,7 +274,15 @@ def report(servers: dict, rss: dict, load_start: str, load_end: str) -> None:
             for conns in CONNECTIONS:
                 f = data[f"{body}/{conns}"]["floor"]
                 lines.append(f"Floor ({BODY_LABELS[body]}, {conns} conns): {f['rps']:.0f} req/s, "
-                             f"{f['cpu_us_per_request']:.1f} µs CPU per request.")
+                             f"{f['cpu_us_per_request']:.1f} µs CPU per request, p50 / p99 "
+                             f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f} ms.")
+    lines.append("")
+    within = handler["share_within"]
+    slowest = next((le for le, share in within.items() if share >= 1.0), "+Inf")
+    lines.append(f"Ours, inside the handler (parse, evaluate, render, log; its /metrics histogram over all runs, "
+                 f"{handler['count']} requests): mean {handler['mean_us']:.0f} µs, "
+                 f"{within.get('0.0001', 0) * 100:.2f}% within 100 µs, {within.get('0.00025', 0) * 100:.3f}% within "
+                 f"250 µs, all within {float(slowest) * 1000:g} ms.")
     lines.append("")
     lines.append(f"Peak RSS: ours {rss['ours']:.1f} MiB (1,000 StorageClasses + StorageProfiles loaded), "
                  f"strong {rss['strong']:.1f} MiB, json {rss['json']:.1f} MiB"
@@ -253,7 +291,7 @@ def report(servers: dict, rss: dict, load_start: str, load_end: str) -> None:
     print(text)
     out = ROOT / "target/bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "load.json").write_text(json.dumps({"cells": data, "rss_mib": rss, "duration": DURATION, "rounds": ROUNDS,
+    (out / "load.json").write_text(json.dumps({"cells": data, "rss_mib": rss, "handler": handler, "duration": DURATION, "rounds": ROUNDS,
                                                "load_average": [load_start, load_end]}, indent=1))
     (out / "load.md").write_text(text + "\n")
 
