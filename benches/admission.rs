@@ -30,7 +30,7 @@ use live_migration_guard::facts::{self, Facts, Snapshot, load};
 use live_migration_guard::server::Limits;
 use live_migration_guard::server::handlers::{self, NODEPOOLS_PATH, Routes};
 use live_migration_guard::server::metrics::Metrics;
-use live_migration_guard::server::state::{AppState, Health};
+use live_migration_guard::server::state::{AppState, Health, Shared};
 use tower::ServiceExt;
 
 #[path = "support/counting.rs"]
@@ -76,13 +76,13 @@ fn facts_1000() -> Facts {
 fn state(facts: Facts) -> AppState {
     let (_tx, snapshot) = tokio::sync::watch::channel(Arc::new(Snapshot::fixed(facts)));
     let (_atx, audit) = tokio::sync::watch::channel(None);
-    AppState {
+    AppState::new(Shared {
         policy: Arc::new(Policy::default()),
         snapshot,
         metrics: Arc::new(Metrics::default()),
         health: Arc::new(Health::default()),
         audit,
-    }
+    })
 }
 
 fn request(body: &'static str) -> Request<Body> {

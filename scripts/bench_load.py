@@ -100,6 +100,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def cpu_ticks(cpu: str) -> tuple:
+    """(steal, total) clock ticks of one CPU so far, from /proc/stat. Steal is time the
+    hypervisor gave this vCPU's physical CPU to someone else while the vCPU had work: on a
+    shared host it moves latency and throughput more than any change measured here."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            ticks = [int(x) for x in fields[1:9]]
+            return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+    return 0, 0
+
+
+def steal_pct(before: tuple, after: tuple) -> float:
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -142,18 +159,20 @@ class Server:
 
     def run(self, key: tuple, bodies: Path, conns: int) -> None:
         before = cpu_seconds(self.proc.pid)
+        ticks = cpu_ticks(SERVER_CPU), cpu_ticks(LOAD_CPU)
         r = oha(self.port, self.ca, bodies, conns, DURATION, self.path)
         cpu = cpu_seconds(self.proc.pid) - before
+        steal = steal_pct(ticks[0], cpu_ticks(SERVER_CPU)), steal_pct(ticks[1], cpu_ticks(LOAD_CPU))
         codes = r.get("statusCodeDistribution", {})
         total = sum(codes.values())
         errors = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
         p = r["latencyPercentiles"]
         run = {"rps": r["summary"]["requestsPerSec"], "p50_ms": p["p50"] * 1000, "p99_ms": p["p99"] * 1000,
-               "requests": total, "errors": errors, "cpu_s": cpu}
+               "requests": total, "errors": errors, "cpu_s": cpu, "steal_pct": steal}
         self.runs.setdefault(key, []).append(run)
         print(f"  {self.name:>6} | {key[0]:>6} | {conns:>2} conn | {run['rps']:8.0f} req/s | p50 {run['p50_ms']:.3f} "
               f"p99 {run['p99_ms']:.3f} ms | {cpu / max(total, 1) * 1e6:5.1f} µs CPU/req | errors {errors} "
-              f"| load {load_average()}", file=sys.stderr)
+              f"| steal {steal[0]:.1f}% / {steal[1]:.1f}% | load {load_average()}", file=sys.stderr)
 
     def cell(self, key: tuple) -> dict:
         runs = self.runs[key]
@@ -164,6 +183,7 @@ class Server:
             "p99_ms": statistics.median(r["p99_ms"] for r in runs),
             "errors": sum(r["errors"] for r in runs),
             "cpu_us_per_request": sum(r["cpu_s"] for r in runs) / max(sum(r["requests"] for r in runs), 1) * 1e6,
+            "steal_pct_runs": [[round(x, 1) for x in r["steal_pct"]] for r in runs],
         }
 
     def stop(self) -> float:
@@ -277,6 +297,16 @@ def report(servers: dict, rss: dict, load_start: str, load_end: str, handler: di
                              f"{f['cpu_us_per_request']:.1f} µs CPU per request, p50 / p99 "
                              f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f} ms.")
     lines.append("")
+    steals = [r["steal_pct"] for srv in servers.values() for runs in srv.runs.values() for r in runs]
+    if steals:
+        server_steal, load_steal = sorted(x[0] for x in steals), sorted(x[1] for x in steals)
+        noisy = sum(1 for a, b in steals if max(a, b) > 5)
+        lines.append(f"Host steal (time the hypervisor took from this VM's CPUs while they had work, /proc/stat) "
+                     f"on CPU {SERVER_CPU} (servers) · CPU {LOAD_CPU} (oha): median "
+                     f"{statistics.median(server_steal):.1f}% · {statistics.median(load_steal):.1f}%, worst run "
+                     f"{server_steal[-1]:.1f}% · {load_steal[-1]:.1f}%; {noisy} of {len(steals)} runs over 5% "
+                     "(their latencies say more about the host than about the servers; per run in load.json).")
+        lines.append("")
     within = handler["share_within"]
     slowest = next((float(le) for le, share in within.items() if le != "+Inf" and share >= 1.0), None)
     tail = f"all within {slowest * 1000:g} ms" if slowest is not None else "some beyond the histogram's last bucket"

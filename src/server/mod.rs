@@ -272,13 +272,13 @@ impl Server {
             }
             None => None,
         };
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             policy: Arc::new(config.policy.clone()),
             snapshot,
             metrics,
             health: Arc::new(Health::default()),
             audit,
-        };
+        });
         Ok(Self {
             config,
             listeners,

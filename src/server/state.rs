@@ -34,8 +34,27 @@ impl Health {
     }
 }
 
+/// What the handlers share, behind one `Arc`: axum clones the state for every request (the
+/// router, the body middleware, the handler), and one reference count is cheaper to bump
+/// than the seven of the fields below.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub policy: Arc<Policy>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub metrics: Arc<Metrics>,
@@ -44,7 +63,7 @@ pub struct AppState {
     pub audit: watch::Receiver<Option<Arc<crate::evaluate::Reports>>>,
 }
 
-impl AppState {
+impl Shared {
     /// The current snapshot (an `Arc` clone; the lock is held only for the clone).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
