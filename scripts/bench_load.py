@@ -21,13 +21,15 @@ three alike; each cell reports the median of the rounds. HTTP/1.1 keep-alive (wh
 kube-apiserver uses for webhooks) at 1 and 64 connections.
 
 Environment: DURATION (default 10s) per run, ROUNDS (default 3), BODIES (create,mixed),
-CONNECTIONS (1,64);
+CONNECTIONS (1,64), QUIET_STEAL_PCT (5: see below);
 BEFORE=PATH adds a fourth server, another build of ours (e.g. the commit before a change),
 run the same way, so a change's effect is measured in the same run too. FLOOR=1 adds the
 strong baseline's `/floor` route (reads the body, answers a constant: what the TLS, HTTP and
 loopback stack costs per request before any server does anything with it).
-After the table: ours' own histogram of the time inside its admission handler, over the whole
-run, from its /metrics (how much of the latency oha sees is evaluation, how much waiting).
+After the table: the host's steal time during the runs (/proc/stat; a VM whose host is busy
+loses its CPUs for milliseconds at a time, which shows in every latency), the same cells
+over only the runs with steal ≤ QUIET_STEAL_PCT on both CPUs, and ours' own histogram of
+the time inside its admission handler, over the whole run, from its /metrics (how much of the latency oha sees is evaluation, how much waiting).
 Run with scripts/bench-load.sh; the table also goes to target/bench/load.md.
 """
 import json
@@ -50,6 +52,9 @@ DURATION = os.environ.get("DURATION", "10s")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 BODY_SETS = [b for b in os.environ.get("BODIES", "create,mixed").split(",") if b]
 SERVER_CPU, LOAD_CPU = "1", "0"
+# A run with more host steal than this on either CPU is reported, but left out of the
+# "runs the host left alone" summary.
+QUIET_STEAL_PCT = float(os.environ.get("QUIET_STEAL_PCT", "5"))
 OURS_OPS_PORT = 18080
 TICKS = os.sysconf("SC_CLK_TCK")
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1,64").split(",") if c]
@@ -306,6 +311,22 @@ def report(servers: dict, rss: dict, load_start: str, load_end: str, handler: di
                      f"{statistics.median(server_steal):.1f}% · {statistics.median(load_steal):.1f}%, worst run "
                      f"{server_steal[-1]:.1f}% · {load_steal[-1]:.1f}%; {noisy} of {len(steals)} runs over 5% "
                      "(their latencies say more about the host than about the servers; per run in load.json).")
+        lines.append("")
+        lines.append(f"Only the runs the host left alone (steal ≤ {QUIET_STEAL_PCT:g}% on both CPUs), median req/s and p99 "
+                     "(runs kept of all):")
+        lines.append("")
+        for body in BODY_SETS:
+            for conns in CONNECTIONS:
+                parts = []
+                for name in SERVERS:
+                    runs = servers[name].runs[(body, conns)]
+                    quiet = [r for r in runs if max(r["steal_pct"]) <= QUIET_STEAL_PCT]
+                    if quiet:
+                        parts.append(f"{name} {statistics.median(r['rps'] for r in quiet):.0f} req/s, p99 "
+                                     f"{statistics.median(r['p99_ms'] for r in quiet):.2f} ms ({len(quiet)}/{len(runs)})")
+                    else:
+                        parts.append(f"{name} — (0/{len(runs)})")
+                lines.append(f"- {BODY_LABELS[body]}, {conns} conns: " + " · ".join(parts))
         lines.append("")
     within = handler["share_within"]
     slowest = next((float(le) for le, share in within.items() if le != "+Inf" and share >= 1.0), None)
