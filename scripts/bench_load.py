@@ -29,7 +29,8 @@ loopback stack costs per request before any server does anything with it).
 After the table: the host's steal time during the runs (/proc/stat; a VM whose host is busy
 loses its CPUs for milliseconds at a time, which shows in every latency), the same cells
 over only the runs with steal ≤ QUIET_STEAL_PCT on both CPUs, and ours' own histogram of
-the time inside its admission handler, over the whole run, from its /metrics (how much of the latency oha sees is evaluation, how much waiting).
+the time inside its admission handler, over the whole run, from its /metrics (how much of
+the latency oha sees is evaluation, how much waiting).
 Run with scripts/bench-load.sh; the table also goes to target/bench/load.md.
 """
 import json
@@ -305,11 +306,11 @@ def report(servers: dict, rss: dict, load_start: str, load_end: str, handler: di
     steals = [r["steal_pct"] for srv in servers.values() for runs in srv.runs.values() for r in runs]
     if steals:
         server_steal, load_steal = sorted(x[0] for x in steals), sorted(x[1] for x in steals)
-        noisy = sum(1 for a, b in steals if max(a, b) > 5)
+        noisy = sum(1 for a, b in steals if max(a, b) > QUIET_STEAL_PCT)
         lines.append(f"Host steal (time the hypervisor took from this VM's CPUs while they had work, /proc/stat) "
                      f"on CPU {SERVER_CPU} (servers) · CPU {LOAD_CPU} (oha): median "
                      f"{statistics.median(server_steal):.1f}% · {statistics.median(load_steal):.1f}%, worst run "
-                     f"{server_steal[-1]:.1f}% · {load_steal[-1]:.1f}%; {noisy} of {len(steals)} runs over 5% "
+                     f"{server_steal[-1]:.1f}% · {load_steal[-1]:.1f}%; {noisy} of {len(steals)} runs over {QUIET_STEAL_PCT:g}% "
                      "(their latencies say more about the host than about the servers; per run in load.json).")
         lines.append("")
         lines.append(f"Only the runs the host left alone (steal ≤ {QUIET_STEAL_PCT:g}% on both CPUs), median req/s and p99 "
