@@ -188,6 +188,12 @@ mod tests {
                 "{err}"
             );
         }
+        // Behind serde_path_to_error (the admission path's second pass) the annotation still
+        // reads, and an error elsewhere is blamed on its own field.
+        let text = nodepool(r#""{\"a\":1}""#).replace("}}}", r#"}},"spec":{"replicas":"x"}}"#);
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let err = serde_path_to_error::deserialize::<_, NodePool>(&mut de).unwrap_err();
+        assert_eq!(err.path().to_string(), "spec.replicas", "{}", err.inner());
         // A broken escape inside the string is still a syntax error.
         let err = serde_json::from_str::<NodePool>(&nodepool(r#""\q""#)).unwrap_err();
         assert!(err.to_string().contains("invalid escape"), "{err}");
