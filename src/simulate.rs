@@ -84,8 +84,8 @@ impl Request<'_> {
     }
 
     /// The webhook's answer, from the same function the server's handler calls.
-    pub fn review(&self, ctx: &Context<'_>) -> Result<Outcome, ReviewError> {
-        admission::review(&self.review_body(), self.endpoint, ctx)
+    pub fn review(&self, ctx: &Context<'_>) -> Result<Outcome<'static>, ReviewError> {
+        admission::review(&self.review_body(), self.endpoint, ctx).map(Outcome::into_owned)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::facts::Facts;
 use crate::resources::{HostedCluster, NodePool};
 
 pub use policy::{Decision, DecisionKind, Mode, Policy};
-use review::{AdmissionResponse, AdmissionReview, AdmissionReviewResponse, Operation};
+use review::{AdmissionResponse, AdmissionReview, AdmissionReviewResponse, Operation, Text};
 
 /// Which webhook path was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +59,13 @@ pub enum ReviewError {
 
 /// The answer plus what the server logs and counts about it.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Outcome<'a> {
     pub review: AdmissionReviewResponse,
-    pub uid: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
+    /// The request's, borrowed from the body where it had no escapes.
+    pub uid: Text<'a>,
+    pub kind: Text<'a>,
+    pub namespace: Option<Text<'a>>,
+    pub name: Option<Text<'a>>,
     pub operation: &'static str,
     pub dry_run: bool,
     pub verdict: Option<Verdict>,
@@ -73,8 +74,27 @@ pub struct Outcome {
     pub override_reason: Option<String>,
 }
 
+impl Outcome<'_> {
+    /// The same outcome, owning its strings (to outlive the body).
+    pub fn into_owned(self) -> Outcome<'static> {
+        Outcome {
+            uid: self.uid.into_owned(),
+            kind: self.kind.into_owned(),
+            namespace: self.namespace.map(Text::into_owned),
+            name: self.name.map(Text::into_owned),
+            review: self.review,
+            operation: self.operation,
+            dry_run: self.dry_run,
+            verdict: self.verdict,
+            decision: self.decision,
+            mode: self.mode,
+            override_reason: self.override_reason,
+        }
+    }
+}
+
 /// Reviews one AdmissionReview body.
-pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outcome, ReviewError> {
+pub fn review<'a>(body: &'a [u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outcome<'a>, ReviewError> {
     // serde would also accept a JSON array for a struct; an AdmissionReview is an object.
     if body
         .iter()
@@ -98,12 +118,12 @@ pub fn review(body: &[u8], endpoint: Endpoint, ctx: &Context<'_>) -> Result<Outc
 /// a malformed review, another kind, an object `T` cannot read — is reviewed again the
 /// general way (`object` as raw JSON, typed afterwards with the path of any error), which
 /// gives the same answer the fast pass would have, or the error.
-fn review_as<T>(
-    body: &[u8],
+fn review_as<'a, T>(
+    body: &'a [u8],
     endpoint: Endpoint,
     ctx: &Context<'_>,
     eval: &dyn Fn(&T) -> Report,
-) -> Result<Outcome, ReviewError>
+) -> Result<Outcome<'a>, ReviewError>
 where
     T: DeserializeOwned + kube::Resource,
 {
@@ -117,27 +137,27 @@ where
     if let Ok(review) = fast {
         return decide_review(review, endpoint, ctx, Ok, eval);
     }
-    let review: AdmissionReview<'_> = serde_json::from_slice(body)?;
+    let review: AdmissionReview<'a> = serde_json::from_slice(body)?;
     decide_review(review, endpoint, ctx, |raw| parse_object(raw, "object"), eval)
 }
 
 /// From a parsed review to the outcome; `typed` turns the request's `object` into `T` (or
 /// says why it cannot).
-fn decide_review<O, T>(
-    review: AdmissionReview<'_, O>,
+fn decide_review<'a, O, T>(
+    review: AdmissionReview<'a, O>,
     endpoint: Endpoint,
     ctx: &Context<'_>,
     typed: impl FnOnce(O) -> Result<T, String>,
     eval: &dyn Fn(&T) -> Report,
-) -> Result<Outcome, ReviewError>
+) -> Result<Outcome<'a>, ReviewError>
 where
     T: DeserializeOwned + kube::Resource,
 {
-    if review.api_version != review::API_VERSION {
-        return Err(ReviewError::ApiVersion(review.api_version));
+    if *review.api_version != *review::API_VERSION {
+        return Err(ReviewError::ApiVersion(review.api_version.0.into_owned()));
     }
-    if review.kind != review::KIND {
-        return Err(ReviewError::Kind(review.kind));
+    if *review.kind != *review::KIND {
+        return Err(ReviewError::Kind(review.kind.0.into_owned()));
     }
     let req = review.request.ok_or(ReviewError::NoRequest)?;
     // A namespace label overrides the global mode; an unparsable one is ignored.
@@ -148,7 +168,7 @@ where
         .unwrap_or(ctx.policy.mode);
     let mut outcome = Outcome {
         review: respond(AdmissionResponse {
-            uid: req.uid.clone(),
+            uid: req.uid.to_string(),
             allowed: true,
             status: None,
             warnings: Vec::new(),
@@ -167,17 +187,17 @@ where
     };
     // DELETE/CONNECT, subresources (status, scale) and opted-out namespaces pass unevaluated.
     let evaluated = matches!(req.operation, Operation::Create | Operation::Update)
-        && req.sub_resource.as_deref().is_none_or(str::is_empty)
+        && req.sub_resource.as_deref().is_none_or(|s| s.is_empty())
         && mode != Mode::Off;
     if !evaluated {
         return Ok(outcome);
     }
-    if req.kind.group != crate::resources::HYPERSHIFT_GROUP || outcome.kind != endpoint.kind() {
+    if *req.kind.group != *crate::resources::HYPERSHIFT_GROUP || *outcome.kind != *endpoint.kind() {
         let warning = format!(
             "live-migration-guard: {}/{} {} sent to the {} webhook is not evaluated; check the webhook rules",
-            req.kind.group,
-            req.kind.version,
-            outcome.kind,
+            &*req.kind.group,
+            &*req.kind.version,
+            &*outcome.kind,
             endpoint.kind()
         );
         return Ok(warn_only(outcome, warning));

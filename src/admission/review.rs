@@ -6,9 +6,11 @@
 //! `AdmissionReview<DynamicObject>` would materialise the whole object as a
 //! `serde_json::Value` tree, managedFields and all.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -18,10 +20,10 @@ pub const KIND: &str = "AdmissionReview";
 #[serde(rename_all = "camelCase")]
 #[serde(bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionReview<'a, O = &'a RawValue> {
-    #[serde(default)]
-    pub api_version: String,
-    #[serde(default)]
-    pub kind: String,
+    #[serde(default, borrow)]
+    pub api_version: Text<'a>,
+    #[serde(default, borrow)]
+    pub kind: Text<'a>,
     #[serde(borrow)]
     pub request: Option<AdmissionRequest<'a, O>>,
 }
@@ -30,15 +32,17 @@ pub struct AdmissionReview<'a, O = &'a RawValue> {
 #[serde(rename_all = "camelCase")]
 #[serde(bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionRequest<'a, O = &'a RawValue> {
-    pub uid: String,
-    #[serde(default)]
-    pub kind: GroupVersionKind,
-    pub sub_resource: Option<String>,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
+    #[serde(borrow)]
+    pub uid: Text<'a>,
+    #[serde(default, borrow)]
+    pub kind: GroupVersionKind<'a>,
+    #[serde(borrow)]
+    pub sub_resource: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub name: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub namespace: Option<Text<'a>>,
     pub operation: Operation,
-    #[serde(default)]
-    pub user_info: UserInfo,
     pub object: Option<O>,
     #[serde(borrow)]
     pub old_object: Option<&'a RawValue>,
@@ -47,18 +51,54 @@ pub struct AdmissionRequest<'a, O = &'a RawValue> {
 }
 
 #[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
-pub struct GroupVersionKind {
-    #[serde(default)]
-    pub group: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default)]
-    pub kind: String,
+pub struct GroupVersionKind<'a> {
+    #[serde(default, borrow)]
+    pub group: Text<'a>,
+    #[serde(default, borrow)]
+    pub version: Text<'a>,
+    #[serde(default, borrow)]
+    pub kind: Text<'a>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-pub struct UserInfo {
-    pub username: Option<String>,
+/// A string of the review, borrowed from the body unless JSON escapes made it differ (then
+/// unescaped into its own allocation). serde's own `Cow<str>` always allocates inside an
+/// `Option`; the request's names and uid are read on every admission.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl Text<'_> {
+    pub fn into_owned(self) -> Text<'static> {
+        Text(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,4 +168,45 @@ pub struct StatusCause {
     pub reason: &'static str,
     pub message: String,
     pub field: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uid: &str) -> String {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":{uid},"kind":{{"group":"hypershift.openshift.io","version":"v1beta1","kind":"NodePool"}},"operation":"CREATE","name":"np","namespace":"clusters"}}}}"#
+        )
+    }
+
+    #[test]
+    fn strings_are_borrowed_from_the_body_unless_escaped() {
+        let body = request(r#""705ab4f5-6393-11e8-b7cc-42010a800002""#);
+        let review: AdmissionReview<'_> = serde_json::from_str(&body).unwrap();
+        let req = review.request.unwrap();
+        assert!(matches!(
+            req.uid.0,
+            Cow::Borrowed("705ab4f5-6393-11e8-b7cc-42010a800002")
+        ));
+        assert!(matches!(req.kind.kind.0, Cow::Borrowed("NodePool")));
+        assert_eq!(req.namespace.as_deref(), Some("clusters"));
+
+        // An escape makes the text differ from the body: it is unescaped, not cut short.
+        let body = request(r#""uid-\u0041\"b""#);
+        let review: AdmissionReview<'_> = serde_json::from_str(&body).unwrap();
+        let uid = review.request.unwrap().uid;
+        assert_eq!(&*uid, "uid-A\"b");
+        assert!(matches!(uid.0, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn a_uid_that_is_not_a_string_is_an_error_that_says_so() {
+        let err = serde_json::from_str::<AdmissionReview<'_>>(&request("42")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid type: integer `42`, expected a string"),
+            "{err}"
+        );
+    }
 }

@@ -212,7 +212,7 @@ fn admit_inner(
     macro_rules! admission_line {
         ($level:ident) => {
             tracing::$level!(
-                uid = outcome.uid.as_str(),
+                uid = &*outcome.uid,
                 kind = &*outcome.kind,
                 namespace = outcome.namespace.as_deref().unwrap_or(""),
                 name = outcome.name.as_deref().unwrap_or(""),
