@@ -14,7 +14,7 @@ use crate::facts::Facts;
 use crate::resources::{HostedCluster, NodePool};
 
 pub use policy::{Decision, DecisionKind, Mode, Policy};
-use review::{AdmissionResponse, AdmissionReview, AdmissionReviewResponse, Operation, Text};
+use review::{AdmissionResponse, AdmissionReview, AdmissionReviewResponse, Operation, ReviewStr};
 
 /// Which webhook path was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,10 +62,10 @@ pub enum ReviewError {
 pub struct Outcome<'a> {
     pub review: AdmissionReviewResponse,
     /// The request's, borrowed from the body where it had no escapes.
-    pub uid: Text<'a>,
-    pub kind: Text<'a>,
-    pub namespace: Option<Text<'a>>,
-    pub name: Option<Text<'a>>,
+    pub uid: ReviewStr<'a>,
+    pub kind: ReviewStr<'a>,
+    pub namespace: Option<ReviewStr<'a>>,
+    pub name: Option<ReviewStr<'a>>,
     pub operation: &'static str,
     pub dry_run: bool,
     pub verdict: Option<Verdict>,
@@ -80,8 +80,8 @@ impl Outcome<'_> {
         Outcome {
             uid: self.uid.into_owned(),
             kind: self.kind.into_owned(),
-            namespace: self.namespace.map(Text::into_owned),
-            name: self.name.map(Text::into_owned),
+            namespace: self.namespace.map(ReviewStr::into_owned),
+            name: self.name.map(ReviewStr::into_owned),
             review: self.review,
             operation: self.operation,
             dry_run: self.dry_run,

@@ -21,9 +21,9 @@ pub const KIND: &str = "AdmissionReview";
 #[serde(bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionReview<'a, O = &'a RawValue> {
     #[serde(default, borrow)]
-    pub api_version: Text<'a>,
+    pub api_version: ReviewStr<'a>,
     #[serde(default, borrow)]
-    pub kind: Text<'a>,
+    pub kind: ReviewStr<'a>,
     #[serde(borrow)]
     pub request: Option<AdmissionRequest<'a, O>>,
 }
@@ -33,15 +33,15 @@ pub struct AdmissionReview<'a, O = &'a RawValue> {
 #[serde(bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionRequest<'a, O = &'a RawValue> {
     #[serde(borrow)]
-    pub uid: Text<'a>,
+    pub uid: ReviewStr<'a>,
     #[serde(default, borrow)]
     pub kind: GroupVersionKind<'a>,
     #[serde(borrow)]
-    pub sub_resource: Option<Text<'a>>,
+    pub sub_resource: Option<ReviewStr<'a>>,
     #[serde(borrow)]
-    pub name: Option<Text<'a>>,
+    pub name: Option<ReviewStr<'a>>,
     #[serde(borrow)]
-    pub namespace: Option<Text<'a>>,
+    pub namespace: Option<ReviewStr<'a>>,
     pub operation: Operation,
     pub object: Option<O>,
     #[serde(borrow)]
@@ -53,48 +53,48 @@ pub struct AdmissionRequest<'a, O = &'a RawValue> {
 #[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
 pub struct GroupVersionKind<'a> {
     #[serde(default, borrow)]
-    pub group: Text<'a>,
+    pub group: ReviewStr<'a>,
     #[serde(default, borrow)]
-    pub version: Text<'a>,
+    pub version: ReviewStr<'a>,
     #[serde(default, borrow)]
-    pub kind: Text<'a>,
+    pub kind: ReviewStr<'a>,
 }
 
 /// A string of the review, borrowed from the body unless JSON escapes made it differ (then
 /// unescaped into its own allocation). serde's own `Cow<str>` always allocates inside an
 /// `Option`; the request's names and uid are read on every admission.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Text<'a>(pub Cow<'a, str>);
+pub struct ReviewStr<'a>(pub Cow<'a, str>);
 
-impl Text<'_> {
-    pub fn into_owned(self) -> Text<'static> {
-        Text(Cow::Owned(self.0.into_owned()))
+impl ReviewStr<'_> {
+    pub fn into_owned(self) -> ReviewStr<'static> {
+        ReviewStr(Cow::Owned(self.0.into_owned()))
     }
 }
 
-impl std::ops::Deref for Text<'_> {
+impl std::ops::Deref for ReviewStr<'_> {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for ReviewStr<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Text<'de>;
+            type Value = ReviewStr<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
+                Ok(ReviewStr(Cow::Borrowed(v)))
             }
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
+                Ok(ReviewStr(Cow::Owned(v.to_owned())))
             }
             fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
+                Ok(ReviewStr(Cow::Owned(v)))
             }
         }
         d.deserialize_str(Visitor)
